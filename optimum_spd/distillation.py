@@ -1,0 +1,116 @@
+"""Distillation loss terms of SPD: hidden states, attention maps, logits, and (optionally) gold labels.
+
+Deliberate fix against the reference code: padding positions do not count in the hidden-state and attention terms
+(the reference averages over them, so a batch's loss depends on how much padding it carries). Each term is the mean
+over real positions only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weight of each term; a weight of 0 switches the term off (and its inputs are not even requested)."""
+
+    hidden: float = 1.0
+    attention: float = 1.0
+    logit: float = 1.0
+    hard_label: float = 0.0
+
+
+def masked_hidden_mse(
+    student_hidden: tuple[torch.Tensor, ...],
+    teacher_hidden: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Sum over layers (embedding output included) of the MSE between hidden states at non-padding positions."""
+    if len(student_hidden) != len(teacher_hidden):
+        raise ValueError(f"student returned {len(student_hidden)} hidden states, teacher {len(teacher_hidden)}.")
+    total = student_hidden[0].new_zeros(())
+    for student, teacher in zip(student_hidden, teacher_hidden):
+        squared = (student - teacher.to(student.dtype)).pow(2)
+        if attention_mask is None:
+            total = total + squared.mean()
+            continue
+        token_mask = attention_mask.to(squared.dtype).unsqueeze(-1)
+        total = total + (squared * token_mask).sum() / (token_mask.sum() * squared.shape[-1]).clamp_min(1)
+    return total
+
+
+def masked_attention_mse(
+    student_attentions: tuple[torch.Tensor, ...],
+    teacher_attentions: tuple[torch.Tensor, ...],
+    attention_mask: torch.Tensor | None,
+) -> torch.Tensor:
+    """Sum over layers of the MSE between attention probabilities where both query and key are real tokens."""
+    if len(student_attentions) != len(teacher_attentions):
+        raise ValueError(f"student returned {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}.")
+    total = student_attentions[0].new_zeros(())
+    for student, teacher in zip(student_attentions, teacher_attentions):
+        squared = (student - teacher.to(student.dtype)).pow(2)  # [batch, heads, query, key]
+        if attention_mask is None:
+            total = total + squared.mean()
+            continue
+        tokens = attention_mask.to(squared.dtype)
+        pair_mask = (tokens[:, None, :, None] * tokens[:, None, None, :]).expand_as(squared)
+        total = total + (squared * pair_mask).sum() / pair_mask.sum().clamp_min(1)
+    return total
+
+
+def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Batch mean of ``-softmax(z_t / T) . log_softmax(z_s / T)``, without the T^2 factor (as in the reference)."""
+    teacher_probs = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
+    return -(teacher_probs * student_log_probs).sum(dim=-1).mean()
+
+
+def logit_distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """Soft cross-entropy for classification, MSE to the teacher's prediction for regression (one output)."""
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.float(), teacher_logits.float())
+    return soft_cross_entropy(student_logits, teacher_logits, temperature)
+
+
+def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Task loss on gold labels: cross-entropy, or MSE for regression (one output)."""
+    if student_logits.shape[-1] == 1:
+        return F.mse_loss(student_logits.float().squeeze(-1), labels.float())
+    return F.cross_entropy(student_logits.float().view(-1, student_logits.shape[-1]), labels.view(-1))
+
+
+def distillation_loss(
+    student_outputs,
+    teacher_outputs,
+    weights: LossWeights,
+    temperature: float,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor | None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Weighted sum of the switched-on terms, and each term's detached value for logging.
+
+    The hard-label term is always reported when labels are present (it is the training-side twin of
+    ``eval_loss``, i.e. half of the overfitting gap), but only added to the loss when its weight is non-zero.
+    """
+    terms: dict[str, torch.Tensor] = {}
+    if weights.hidden:
+        terms["hidden"] = masked_hidden_mse(student_outputs.hidden_states, teacher_outputs.hidden_states, attention_mask)
+    if weights.attention:
+        terms["attention"] = masked_attention_mse(student_outputs.attentions, teacher_outputs.attentions, attention_mask)
+    if weights.logit:
+        terms["logit"] = logit_distillation_loss(student_outputs.logits, teacher_outputs.logits, temperature)
+    if labels is not None:
+        terms["hard_label"] = hard_label_loss(student_outputs.logits, labels)
+    total = student_outputs.logits.new_zeros((), dtype=torch.float32)
+    for name, value in terms.items():
+        weight = getattr(weights, name)
+        if weight:
+            total = total + weight * value
+    # Detached tensors, not floats: converting here would force a device sync on every step.
+    return total, {name: value.detach() for name, value in terms.items()}

@@ -1,0 +1,351 @@
+"""``SPDTrainer``: Sparse Progressive Distillation on top of ``transformers.Trainer``.
+
+The training loop is Trainer's own; SPD plugs in through public hooks only:
+
+* ``compute_loss``: teacher forward, grafted student forward, distillation loss (eval runs the pure student);
+* ``create_scheduler``: the learning-rate schedule with its restart at stage II;
+* ``SPDCallback``: gradient masking before the optimizer step, weight re-masking after it, mask updates on the
+  pruning schedule, masks saved beside every checkpoint;
+* ``log``: sparsity, grafting rate, stage and every loss term at each logging step;
+* ``train``: reloads the masks of the checkpoint being resumed.
+
+This module is the only place that knows about stages; everything it computes per step comes from the pure
+functions in :mod:`optimum_spd.pruning.schedules`.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import os
+import time
+from collections import defaultdict
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import PreTrainedModel, Trainer, TrainerCallback
+from transformers.trainer_utils import get_last_checkpoint
+
+from .architectures import find_layer_list, prunable_parameters
+from .configuration import SparseDistillConfig
+from .distillation import LossWeights, distillation_loss
+from .grafting import draw_grafting_decisions, grafted
+from .pruning.masks import PruningMasks
+from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
+
+logger = logging.getLogger(__name__)
+
+MASKS_NAME = "spd_masks.safetensors"
+
+
+class SparsityInvariantError(RuntimeError):
+    """A pruned weight is not exactly zero after an optimizer step."""
+
+
+def _install_output_capturing_hooks(model: nn.Module) -> None:
+    """Hook a model for ``output_hidden_states``/``output_attentions`` before any grafting happens.
+
+    transformers 5 records hidden states and attentions with forward hooks that it installs lazily, on the modules
+    present at a model's first forward. The student's first forward must not be a grafted one, or the swapped-in
+    teacher layers would be hooked twice and the student's own layers not at all; hooking both models up front
+    makes each layer carry exactly its own hook, wherever it runs.
+    """
+    try:
+        from transformers.utils.output_capturing import maybe_install_capturing_hooks
+    except ImportError:  # models that collect outputs by hand need no hooks
+        return
+    base = getattr(model, "base_model", model)
+    if isinstance(base, PreTrainedModel):
+        maybe_install_capturing_hooks(base)
+
+
+def _check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedModel) -> None:
+    """Grafting swaps layers one to one, so the two models must agree on every shape that crosses a layer."""
+    student_config, teacher_config = student.config, teacher.config
+    checks = {
+        "model_type": (student_config.model_type, teacher_config.model_type),
+        "vocab_size": (getattr(student_config, "vocab_size", None), getattr(teacher_config, "vocab_size", None)),
+        "hidden_size": (getattr(student_config, "hidden_size", None), getattr(teacher_config, "hidden_size", None)),
+        "number of layers": (len(find_layer_list(student)[1]), len(find_layer_list(teacher)[1])),
+        "num_labels": (getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)),
+    }
+    for what, (student_value, teacher_value) in checks.items():
+        if student_value != teacher_value:
+            raise ValueError(
+                f"teacher and student differ in {what} (student {student_value}, teacher {teacher_value}). SPD "
+                "grafts student layer i into teacher position i, so the teacher must be the dense fine-tuned "
+                "version of the same architecture: pass teacher_model=None to use a copy of the student."
+            )
+
+
+class SPDCallback(TrainerCallback):
+    """Applies the masks around every optimizer step and grows them on the pruning schedule."""
+
+    def __init__(self, trainer: "SPDTrainer"):
+        self.trainer = trainer
+        self._step_started = 0.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        trainer.stage_steps = trainer.resolve_stage_steps(state.max_steps)
+        # Fresh run: masks start at the schedule's value for step 0. Resumed run: `train` loaded the saved masks,
+        # which already hold the schedule's value at the checkpoint's step.
+        trainer.update_masks(state.global_step)
+        trainer.masks.apply_to_weights()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._step_started = time.perf_counter()
+        if args.check_sparsity_invariant:
+            # Checked on the weights this step's forward will use: anything that touched them since the last
+            # re-masking (a callback, a sharded optimizer updating copies we do not hold, a bad load) shows here.
+            violations = self.trainer.masks.violations()
+            if violations:
+                raise SparsityInvariantError(
+                    f"before optimizer step {state.global_step + 1}, pruned weights are not zero: {violations}."
+                )
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.masks.apply_to_gradients()
+
+    def on_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.masks.apply_to_weights()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        stage = f"stage_{trainer.stage_steps.stage_at(state.global_step - 1)}"
+        trainer.stage_seconds[stage] = trainer.stage_seconds.get(stage, 0.0) + time.perf_counter() - self._step_started
+        trainer.update_masks(state.global_step)
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.is_world_process_zero:
+            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+            if os.path.isdir(checkpoint):
+                self.trainer.save_masks(checkpoint)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        trainer = self.trainer
+        expected = trainer.masks.sparsity
+        measured = trainer.masks.measured_sparsity()
+        # Each matrix holds exactly its keep count of non-zeros; a weight that is zero by itself can only add zeros.
+        if measured + 1e-9 < expected:
+            raise SparsityInvariantError(f"training ended at prunable sparsity {measured:.6f} < {expected:.6f}.")
+
+
+class SPDTrainer(Trainer):
+    """Prune a fine-tuned model to ``args.target_sparsity`` by Sparse Progressive Distillation.
+
+    Args:
+        model: the dense fine-tuned model; it becomes the sparse student (pruned and trained in place).
+        args: a :class:`SparseDistillConfig`.
+        teacher_model: the dense teacher: a ``PreTrainedModel``, a path or Hub id, or ``None`` for a frozen copy
+            of ``model`` taken before training (``args.teacher_model_name_or_path`` is used when set).
+        **kwargs: every other ``Trainer`` argument (datasets, ``compute_metrics``, ``data_collator``, callbacks...).
+    """
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        args: SparseDistillConfig,
+        teacher_model: PreTrainedModel | str | None = None,
+        **kwargs,
+    ):
+        if not isinstance(args, SparseDistillConfig):
+            raise TypeError(f"SPDTrainer needs args=SparseDistillConfig(...), got {type(args).__name__}.")
+        if not isinstance(model, PreTrainedModel):
+            raise TypeError(f"SPDTrainer needs a transformers PreTrainedModel as model, got {type(model).__name__}.")
+        teacher = self._load_teacher(model, teacher_model if teacher_model is not None else args.teacher_model_name_or_path)
+        if args.is_attention_distilled:
+            # Only the eager attention returns attention probabilities; SDPA and flash attention do not.
+            model.set_attn_implementation("eager")
+            teacher.set_attn_implementation("eager")
+        _check_teacher_matches_student(model, teacher)
+
+        # As in the reference code, only the Transformer blocks train: embeddings and head stay the teacher's.
+        layer_list_name, self.student_layers = find_layer_list(model)
+        for name, param in model.named_parameters():
+            if not name.startswith(f"{layer_list_name}."):
+                param.requires_grad_(False)
+        self.masks = PruningMasks(prunable_parameters(model, args.pruning_targets))
+        trainable = [param for param in self.masks.parameters.values() if param.requires_grad]
+        if not trainable:
+            raise ValueError("none of the pruned weights is trainable (requires_grad=False everywhere): unfreeze them.")
+
+        super().__init__(model=model, args=args, **kwargs)
+        # The distillation loss is a mean over the batch: Trainer must scale it for gradient accumulation itself.
+        self.model_accepts_loss_kwargs = False
+        self.teacher_model = teacher.to(self.args.device).eval().requires_grad_(False)
+        _, self.teacher_layers = find_layer_list(self.teacher_model)
+        _install_output_capturing_hooks(self.model)
+        _install_output_capturing_hooks(self.teacher_model)
+        self.loss_weights = LossWeights(
+            hidden=args.hidden_distill_weight,
+            attention=args.attention_distill_weight,
+            logit=args.logit_distill_weight,
+            hard_label=args.hard_label_weight,
+        )
+        self.stage_steps: StageSteps | None = None
+        self.stage_seconds: dict[str, float] = {}  # training wall time per stage (evaluation excluded)
+        self._loss_term_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self._loss_term_count = 0
+        self.add_callback(SPDCallback(self))
+
+    @staticmethod
+    def _load_teacher(model: PreTrainedModel, teacher: PreTrainedModel | str | None) -> PreTrainedModel:
+        if teacher is None:
+            return copy.deepcopy(model)
+        if isinstance(teacher, PreTrainedModel):
+            if teacher is model:
+                raise ValueError("teacher_model is the student itself; pass None to use a frozen copy of it instead.")
+            return teacher
+        if isinstance(teacher, (str, os.PathLike)):
+            return type(model).from_pretrained(teacher)
+        raise TypeError(f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}.")
+
+    # --- schedules ---------------------------------------------------------------------------------------------
+
+    def resolve_stage_steps(self, total_steps: int) -> StageSteps:
+        """Stage boundaries of this run in optimizer steps."""
+        args = self.args
+        return StageSteps.from_fractions(
+            total_steps, args.pruning_start, args.pruning_end, args.stage_1_end, args.stage_2_end
+        )
+
+    def replacing_rate(self, step: int) -> float:
+        return replacing_rate_at(step, self.stage_steps, self.args.replacing_rate, self.args.replacing_schedule)
+
+    def update_masks(self, step: int) -> None:
+        """Grow the masks to the schedule's sparsity after ``step`` optimizer steps, if it moved."""
+        args = self.args
+        target = target_sparsity_at(
+            step, self.stage_steps, args.target_sparsity, args.sparsity_schedule, args.num_pruning_events
+        )
+        if target > self.masks.sparsity:
+            self.masks.update(target)
+            if self.optimizer is not None:
+                self.masks.apply_to_optimizer_state(self.optimizer)
+
+    def create_scheduler(self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None):
+        """Linear/cosine/constant decay in stage I, then a restart at the peak for stages II and III."""
+        if self.lr_scheduler is None:
+            steps = self.resolve_stage_steps(num_training_steps)
+            warmup = self.args.get_warmup_steps(steps.stage_1_end if self.args.lr_restart else num_training_steps)
+            shape, restart = self.args.lr_scheduler_shape, self.args.lr_restart
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                optimizer if optimizer is not None else self.optimizer,
+                lambda step: lr_multiplier_at(step, steps, warmup, shape, restart),
+            )
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # --- loss ----------------------------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        """Distillation loss on the grafted student while training; the pure student's task loss in evaluation."""
+        if not model.training:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.get("labels")
+        features = {key: value for key, value in inputs.items() if key != "labels"}
+        weights = self.loss_weights
+        output_flags = {
+            "output_hidden_states": bool(weights.hidden),
+            "output_attentions": bool(weights.attention),
+            "return_dict": True,
+        }
+        with torch.no_grad():
+            teacher_outputs = self.teacher_model(**features, **output_flags)
+        step = self.state.global_step
+        rate = self.replacing_rate(step)
+        decisions = draw_grafting_decisions(len(self.student_layers), rate, self.args.seed, step)
+        with grafted(self.student_layers, self.teacher_layers, decisions):
+            student_outputs = model(**features, **output_flags)
+        self._check_recorded_outputs(student_outputs)
+        loss, terms = distillation_loss(
+            student_outputs,
+            teacher_outputs,
+            weights,
+            self.args.temperature,
+            features.get("attention_mask"),
+            labels,
+        )
+        if not loss.requires_grad:
+            # Every layer drew the teacher (likely with few layers and a small p): nothing of the student ran, so
+            # no weight gets a gradient and the optimizer skips them all, as the reference code's update does.
+            loss.requires_grad_(True)
+        for name, value in terms.items():
+            self._loss_term_sums[name] += value.double().cpu()
+        self._loss_term_count += 1
+        return (loss, student_outputs) if return_outputs else loss
+
+    def _check_recorded_outputs(self, outputs) -> None:
+        expected_layers = len(self.student_layers)
+        if self.loss_weights.hidden and len(outputs.hidden_states) != expected_layers + 1:
+            raise RuntimeError(
+                f"the grafted forward recorded {len(outputs.hidden_states)} hidden states instead of "
+                f"{expected_layers + 1}: this transformers version records outputs differently; please report it."
+            )
+        if self.loss_weights.attention and len(outputs.attentions) != expected_layers:
+            raise RuntimeError(
+                f"the grafted forward recorded {len(outputs.attentions)} attention maps instead of {expected_layers}."
+            )
+
+    # --- logging and checkpoints ---------------------------------------------------------------------------------
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add ``prunable_sparsity``, ``replacing_rate``, ``spd_stage`` and the mean loss terms to training logs."""
+        if "loss" in logs and self.stage_steps is not None:
+            step = self.state.global_step
+            logs["prunable_sparsity"] = round(self.masks.measured_sparsity(), 6)
+            logs["target_sparsity"] = round(self.masks.sparsity, 6)
+            logs["replacing_rate"] = round(self.replacing_rate(max(0, step - 1)), 6)
+            logs["spd_stage"] = self.stage_steps.stage_at(max(0, step - 1))
+            if self._loss_term_count:
+                for name, total in self._loss_term_sums.items():
+                    logs[f"loss_{name}"] = round(float(total) / self._loss_term_count, 6)
+            self._loss_term_sums.clear()
+            self._loss_term_count = 0
+        super().log(logs, start_time)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """Save the student after checking that every pruned weight is zero, plus the recipe (spd_config.json)."""
+        violations = self.masks.violations()
+        if violations:
+            raise SparsityInvariantError(f"refusing to save: pruned weights are not zero: {violations}.")
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            directory = output_dir if output_dir is not None else self.args.output_dir
+            self.args.save_pretrained(directory)
+            # Trainer pickles its arguments (training_args.bin); we ship no pickle: the same content goes to JSON.
+            pickled = os.path.join(directory, "training_args.bin")
+            if os.path.isfile(pickled):
+                os.remove(pickled)
+            with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
+                handle.write(self.args.to_json_string())
+
+    def save_masks(self, directory: str) -> str:
+        """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""
+        path = os.path.join(directory, MASKS_NAME)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        save_file(self.masks.state_dict(), temporary, metadata={"format": "pt", "content": "spd-masks"})
+        os.replace(temporary, path)
+        return path
+
+    def load_masks(self, directory: str) -> None:
+        path = os.path.join(directory, MASKS_NAME)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"checkpoint {directory} has no {MASKS_NAME}: it was not written by SPDTrainer, or its save was "
+                "interrupted. Resume from an earlier checkpoint."
+            )
+        self.masks.load_state_dict(load_file(path))
+
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
+        """``Trainer.train``, plus the masks of the checkpoint being resumed."""
+        checkpoint = resume_from_checkpoint
+        if checkpoint is True:
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+            if checkpoint is None:
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
+        if checkpoint:
+            self.load_masks(checkpoint)
+        return super().train(checkpoint or None, *args, **kwargs)

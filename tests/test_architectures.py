@@ -1,0 +1,72 @@
+import pytest
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from optimum_spd import UnsupportedArchitectureError, find_layer_list, prunable_parameters, sparsity_report
+from helpers import tiny_model
+
+SIX_LINEARS = {
+    "bert": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+             "intermediate.dense", "output.dense"),
+    "roberta": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "intermediate.dense", "output.dense"),
+    "electra": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "intermediate.dense", "output.dense"),
+    "deberta-v2": ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
+                   "attention.output.dense", "intermediate.dense", "output.dense"),
+    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(SIX_LINEARS))
+def test_default_targets_are_the_six_block_linears(model_type):
+    model = tiny_model(model_type)
+    layer_list_name, layers = find_layer_list(model)
+    assert len(layers) == 2
+    names = set(prunable_parameters(model))
+    expected = {f"{layer_list_name}.{i}.{linear}.weight" for i in range(2) for linear in SIX_LINEARS[model_type]}
+    assert names == expected
+    assert not any(word in name for name in names for word in ("embeddings", "LayerNorm", "pooler", "classifier"))
+
+
+def test_pruning_target_regexes(tmp_path):
+    model = tiny_model()
+    names = set(prunable_parameters(model, [r"attention\.self\.(query|key)"]))
+    assert names == {f"bert.encoder.layer.{i}.attention.self.{p}.weight" for i in range(2) for p in ("query", "key")}
+    with pytest.raises(ValueError, match=r"pruning_targets: 'classifier' matches no linear weight"):
+        prunable_parameters(model, ["classifier"])
+    with pytest.raises(ValueError, match="not a valid regular expression"):
+        prunable_parameters(model, ["(query"])
+
+
+def test_generic_single_module_list_is_found():
+    model = GPT2LMHeadModel(GPT2Config(n_layer=2, n_embd=16, n_head=2, vocab_size=50, n_positions=16))
+    name, layers = find_layer_list(model)
+    assert name == "transformer.h" and len(layers) == 2
+
+
+def test_unsupported_architecture_names_the_model_type():
+    class NoBlocks(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.linear = nn.Linear(2, 2)
+
+    with pytest.raises(UnsupportedArchitectureError, match="NoBlocks"):
+        find_layer_list(NoBlocks())
+
+
+def test_sparsity_report_counts():
+    model = tiny_model()
+    with torch.no_grad():
+        model.bert.encoder.layer[0].attention.self.query.weight[:16] = 0  # half of a 32x32 matrix
+    report = sparsity_report(model)
+    query = next(t for t in report.tensors if t.name.endswith("layer.0.attention.self.query.weight"))
+    assert query.zeros == 512 and query.sparsity == 0.5
+    assert report.prunable_numel == 2 * (4 * 32 * 32 + 2 * 32 * 64)
+    assert report.prunable_zeros == 512 and report.prunable_sparsity == pytest.approx(512 / report.prunable_numel)
+    assert report.total_numel == sum(p.numel() for p in model.parameters())
+    assert report.global_sparsity == pytest.approx(report.total_zeros / report.total_numel)
+    as_dict = report.to_dict()
+    assert as_dict["prunable_zeros"] == 512 and len(as_dict["tensors"]) == 12
+    assert "prunable_sparsity=" in str(report)

@@ -1,0 +1,75 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from optimum_spd.data import load_glue, load_glue_metric
+from helpers import WORDS, tiny_model, tiny_tokenizer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPT = os.path.join(REPO, "examples", "text-classification", "run_glue_spd.py")
+
+
+def write_tiny_mrpc(data_dir, rows=24):
+    """MRPC in the official layout: BOM, header, and an unbalanced quote that breaks default CSV quoting."""
+    folder = os.path.join(data_dir, "MRPC")
+    os.makedirs(folder, exist_ok=True)
+    for split, count in (("train", rows), ("dev", rows // 2)):
+        lines = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
+        for i in range(count):
+            first = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(3 + i % 5))
+            second = '" ' + " ".join(WORDS[(2 * i + j) % len(WORDS)] for j in range(4))
+            lines.append(f"{i % 2}\t{i}\t{i + 1000}\t{first}\t{second}")
+        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def test_local_glue_reader_keeps_every_row(tmp_path):
+    write_tiny_mrpc(tmp_path)
+    dataset = load_glue("mrpc", str(tmp_path))
+    assert dataset["train"].num_rows == 24 and dataset["validation"].num_rows == 12
+    assert dataset["train"][0]["sentence2"].startswith('" ')  # the quote survived, no rows were merged
+    assert dataset["train"].features["label"].num_classes == 2
+    with pytest.raises(ValueError, match="not a GLUE task"):
+        load_glue("mnli-ish", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="CoLA/train.tsv"):
+        load_glue("cola", str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "task, predictions, references, expected",
+    [
+        ("mrpc", [1, 0, 1, 1], [1, 1, 1, 0], {"accuracy": 0.5, "f1": 2 / 3}),
+        ("cola", [1, 0, 1, 0], [1, 0, 1, 0], {"matthews_correlation": 1.0}),
+        ("sst2", [1, 0], [1, 1], {"accuracy": 0.5}),
+        ("stsb", [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], {"pearson": 1.0, "spearmanr": 1.0}),
+    ],
+)
+def test_glue_metric_module_offline(task, predictions, references, expected):
+    result = load_glue_metric(task).compute(predictions=predictions, references=references)
+    assert result == pytest.approx(expected)
+
+
+def test_example_script_end_to_end(tmp_path):
+    """The example on a tiny local model and tiny MRPC: teacher fine-tuning, SPD, evaluation, sparse save."""
+    write_tiny_mrpc(tmp_path / "glue")
+    tiny_tokenizer(str(tmp_path / "base")).save_pretrained(tmp_path / "base")
+    tiny_model().save_pretrained(tmp_path / "base")
+    output = tmp_path / "run"
+    command = [
+        sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "glue"),
+        "--model_name_or_path", str(tmp_path / "base"), "--output_dir", str(output),
+        "--teacher_num_train_epochs", "1", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
+        "--target_sparsity", "0.75", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
+        "--train_sampling_strategy", "group_by_length", "--logging_steps", "1", "--disable_tqdm", "true",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((output / "all_results.json").read_text())
+    assert set(results["teacher"]) >= {"eval_accuracy", "eval_f1"}
+    assert set(results["student"]) >= {"eval_accuracy", "eval_f1"}
+    assert results["sparsity"]["prunable_sparsity"] == pytest.approx(0.75, abs=2e-3)
+    assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
+    assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
