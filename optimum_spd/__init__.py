@@ -2,12 +2,18 @@
 
 from .architectures import UnsupportedArchitectureError, find_layer_list, prunable_parameters
 from .configuration import PRESETS, SparseDistillConfig
+from .inference import CSRLinear, to_sparse_inference
+from .modeling import compress, decompress, register
 from .report import SparsityReport, sparsity_report
 from .trainer import SparsityInvariantError, SPDCallback, SPDTrainer
 
 __version__ = "0.1.0.dev0"
 
+# `import optimum_spd` makes `AutoModel*.from_pretrained` understand spd_bert, spd_roberta, ... checkpoints.
+register()
+
 __all__ = [
+    "CSRLinear",
     "PRESETS",
     "SPDCallback",
     "SPDTrainer",
@@ -15,7 +21,11 @@ __all__ = [
     "SparsityInvariantError",
     "SparsityReport",
     "UnsupportedArchitectureError",
+    "compress",
+    "decompress",
     "find_layer_list",
     "prunable_parameters",
+    "register",
     "sparsity_report",
+    "to_sparse_inference",
 ]

@@ -95,6 +95,13 @@ class SparseDistillConfig(TrainingArguments):
     attention_distill_weight: float = _spd_field(1.0, "Weight of the attention-map MSE (0 switches it off).")
     logit_distill_weight: float = _spd_field(1.0, "Weight of the soft cross-entropy on logits (0 switches it off).")
     hard_label_weight: float = _spd_field(0.0, "Weight of the gold-label loss (0 = reference: not added).")
+    save_compressed: bool = _spd_field(
+        True, "save_model writes the compressed sparse checkpoint (False: a vanilla dense one with zeros)."
+    )
+    compressed_storage_dtype: str | None = _spd_field(
+        None, "Store compressed values as 'float16' or 'bfloat16' (lossy rounding; restored to the model dtype on load).",
+        choices=(None, "float16", "bfloat16"),
+    )
     check_sparsity_invariant: bool = _spd_field(
         False, "Debug: before every optimizer step assert that every pruned weight is exactly zero (cheap; on in the tests)."
     )
@@ -166,6 +173,8 @@ class SparseDistillConfig(TrainingArguments):
             fail("replacing_rate", "with replacing_schedule='constant' and p=0 the student is never trained.")
         if not (self.hidden_distill_weight or self.attention_distill_weight or self.logit_distill_weight or self.hard_label_weight):
             raise ValueError("SparseDistillConfig: every loss weight is 0, so nothing would be trained. Set at least one.")
+        if self.compressed_storage_dtype not in (None, "float16", "bfloat16"):
+            fail("compressed_storage_dtype", "use None (the model's dtype), 'float16' or 'bfloat16'.")
         if self.pruning_targets is not None and (
             not isinstance(self.pruning_targets, (list, tuple)) or not self.pruning_targets
             or not all(isinstance(pattern, str) and pattern for pattern in self.pruning_targets)

@@ -68,6 +68,16 @@ class SparsityReport:
         return "\n".join(lines)
 
 
+def _named_weights(model: nn.Module):
+    """Parameters, plus the weights that sparse-inference modules hold as CSR tensors instead of parameters."""
+    from .inference import CSRLinear
+
+    yield from model.named_parameters()
+    for name, module in model.named_modules():
+        if isinstance(module, CSRLinear):
+            yield f"{name}.weight", module.weight_csr.to_dense()
+
+
 @torch.no_grad()
 def sparsity_report(model: nn.Module, targets: Iterable[str] | None = None) -> SparsityReport:
     """Measure the sparsity of ``model``.
@@ -79,7 +89,7 @@ def sparsity_report(model: nn.Module, targets: Iterable[str] | None = None) -> S
     """
     target_names = set(targets) if targets is not None else set(prunable_parameters(model))
     report_tensors, prunable_numel, prunable_zeros, total_numel, total_zeros = [], 0, 0, 0, 0
-    for name, param in model.named_parameters():
+    for name, param in _named_weights(model):
         zeros = int((param == 0).sum())
         total_numel += param.numel()
         total_zeros += zeros

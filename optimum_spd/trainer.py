@@ -31,6 +31,7 @@ from .architectures import find_layer_list, prunable_parameters
 from .configuration import SparseDistillConfig
 from .distillation import LossWeights, distillation_loss
 from .grafting import draw_grafting_decisions, grafted
+from .modeling.compressed import save_compressed
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
 
@@ -307,20 +308,40 @@ class SPDTrainer(Trainer):
         super().log(logs, start_time)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
-        """Save the student after checking that every pruned weight is zero, plus the recipe (spd_config.json)."""
+        """Save the student, after checking that every pruned weight is zero, with its recipe (spd_config.json).
+
+        A call from user code writes the compressed sparse checkpoint (``args.save_compressed``) and asserts the
+        promised sparsity; Trainer's own checkpoints stay in its dense format, which resuming reads back.
+        """
         violations = self.masks.violations()
         if violations:
             raise SparsityInvariantError(f"refusing to save: pruned weights are not zero: {violations}.")
-        super().save_model(output_dir, _internal_call)
+        directory = output_dir if output_dir is not None else self.args.output_dir
+        if _internal_call or not self.args.save_compressed:
+            super().save_model(directory, _internal_call)
+            if self.args.should_save:
+                self._write_run_files(directory)
+            return
         if self.args.should_save:
-            directory = output_dir if output_dir is not None else self.args.output_dir
-            self.args.save_pretrained(directory)
-            # Trainer pickles its arguments (training_args.bin); we ship no pickle: the same content goes to JSON.
-            pickled = os.path.join(directory, "training_args.bin")
-            if os.path.isfile(pickled):
-                os.remove(pickled)
-            with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
-                handle.write(self.args.to_json_string())
+            save_compressed(
+                self.accelerator.unwrap_model(self.model),
+                directory,
+                targets=set(self.masks.parameters),
+                storage_dtype=self.args.compressed_storage_dtype,
+                min_prunable_sparsity=self.masks.sparsity,
+                add_files=self._write_run_files,
+            )
+
+    def _write_run_files(self, directory: str) -> None:
+        """Tokenizer, recipe and training arguments beside the weights (JSON: we ship no pickle)."""
+        if self.processing_class is not None:
+            self.processing_class.save_pretrained(directory)
+        self.args.save_pretrained(directory)
+        pickled = os.path.join(directory, "training_args.bin")  # Trainer's own save pickles its arguments
+        if os.path.isfile(pickled):
+            os.remove(pickled)
+        with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
+            handle.write(self.args.to_json_string())
 
     def save_masks(self, directory: str) -> str:
         """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""

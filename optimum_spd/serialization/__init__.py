@@ -1,0 +1,18 @@
+"""The SPD sparse checkpoint format: per-tensor encodings, the config block, and atomic file I/O."""
+
+from .checkpoint import CompressedCheckpointError, atomic_directory
+from .encoding import CompressedTensorError, decode, encode, encoded_sizes
+from .format import FORMAT_NAME, FORMAT_VERSION, SparsityConfigError, validate_sparsity_config
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "CompressedCheckpointError",
+    "CompressedTensorError",
+    "SparsityConfigError",
+    "atomic_directory",
+    "decode",
+    "encode",
+    "encoded_sizes",
+    "validate_sparsity_config",
+]
