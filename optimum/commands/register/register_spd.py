@@ -1,0 +1,102 @@
+"""`optimum-cli spd ...`: optimum-spd's plug-in for the Optimum CLI.
+
+optimum-cli imports every module of the namespace ``optimum.commands.register`` at each start, so this file imports
+only the standard library and optimum's command base classes at module level; the work (torch, transformers,
+optimum_spd) is imported inside ``run()``. The argument definitions below are also what the ``optimum-spd``
+console script parses, so both entry points take exactly the same flags.
+"""
+
+from argparse import ArgumentParser
+
+from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
+
+
+def _add_hub_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub repository.")
+    parser.add_argument("--cache_dir", default=None, help="Where Hub files are cached.")
+    parser.add_argument("--local_files_only", action="store_true", help="Never reach the network.")
+
+
+def add_info_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("path", help="Compressed (or dense) checkpoint: local directory or Hub repo id.")
+    parser.add_argument("--tensors", action="store_true", help="Also list every pruned tensor.")
+    parser.add_argument("--json", action="store_true", help="Print the summary as JSON.")
+    _add_hub_arguments(parser)
+
+
+def add_compress_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("source", help="Vanilla transformers checkpoint directory of a pruned model.")
+    parser.add_argument("output_dir", help="Where to write the compressed checkpoint (replaced atomically).")
+    parser.add_argument("--storage_dtype", choices=("float16", "bfloat16"), default=None,
+                        help="Store values in half precision (lossy rounding; restored to the model dtype on load).")
+    parser.add_argument("--max_shard_size", type=int, default=None, help="Bytes per safetensors shard.")
+
+
+def add_decompress_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("source", help="Compressed SPD checkpoint: local directory or Hub repo id.")
+    parser.add_argument("output_dir", help="Where to write the vanilla dense checkpoint.")
+    _add_hub_arguments(parser)
+
+
+def add_verify_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("path", help="Compressed SPD checkpoint: local directory or Hub repo id.")
+    parser.add_argument("--reference", default=None, help="Dense checkpoint directory whose logits must match.")
+    parser.add_argument("--atol", type=float, default=1e-5, help="Largest allowed absolute logit difference.")
+    _add_hub_arguments(parser)
+
+
+def _hub_kwargs(args) -> dict:
+    return {"revision": args.revision, "cache_dir": args.cache_dir, "local_files_only": args.local_files_only}
+
+
+def run_command(name: str, args) -> int:
+    """Run subcommand ``name`` with parsed ``args``; returns the exit code."""
+    from optimum_spd.commands import actions
+
+    if name == "info":
+        return actions.info(args.path, show_tensors=args.tensors, as_json=args.json, **_hub_kwargs(args))
+    if name == "compress":
+        return actions.run_compress(args.source, args.output_dir, args.storage_dtype, args.max_shard_size)
+    if name == "decompress":
+        return actions.run_decompress(args.source, args.output_dir, **_hub_kwargs(args))
+    if name == "verify":
+        return actions.verify(args.path, args.reference, args.atol, **_hub_kwargs(args))
+    raise ValueError(f"unknown spd command {name!r}")
+
+
+SUBCOMMAND_SPECS = {
+    "info": ("Per-layer and whole-model sparsity and sizes of a checkpoint.", add_info_arguments),
+    "compress": ("Write a pruned dense checkpoint in the compressed sparse format.", add_compress_arguments),
+    "decompress": ("Write a compressed checkpoint as a vanilla transformers one (zeros stored).", add_decompress_arguments),
+    "verify": ("Reload a compressed checkpoint and compare its logits.", add_verify_arguments),
+}
+
+
+def _make_subcommand(name: str) -> type:
+    help_text, add_arguments = SUBCOMMAND_SPECS[name]
+
+    class SPDSubcommand(BaseOptimumCLICommand):
+        COMMAND = CommandInfo(name=name, help=help_text)
+
+        @staticmethod
+        def parse_args(parser: ArgumentParser) -> None:
+            add_arguments(parser)
+
+        def run(self):
+            code = run_command(name, self.args)
+            if code:
+                raise SystemExit(code)
+
+    SPDSubcommand.__name__ = SPDSubcommand.__qualname__ = f"SPD{name.capitalize()}Command"
+    return SPDSubcommand
+
+
+class SPDCommand(BaseOptimumCLICommand):
+    COMMAND = CommandInfo(name="spd", help="Sparse Progressive Distillation checkpoints (optimum-spd).")
+    SUBCOMMANDS = tuple(
+        CommandInfo(name=name, help=spec[0], subcommand_class=_make_subcommand(name))
+        for name, spec in SUBCOMMAND_SPECS.items()
+    )
+
+
+REGISTER_COMMANDS = [SPDCommand]

@@ -1,0 +1,1 @@
+"""Command-line interface: `optimum-spd ...` and `optimum-cli spd ...` (same commands, same flags)."""
