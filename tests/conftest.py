@@ -1,12 +1,28 @@
 import os
 import sys
+import tempfile
 
-# Nothing in the suite may reach the network; everything is built locally.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
-os.environ.setdefault("WANDB_DISABLED", "true")
 sys.path.insert(0, os.path.dirname(__file__))
+
+from fake_hub import FakeHub  # noqa: E402  (stdlib + yaml: safe to import before huggingface_hub)
+
+# The whole suite talks to a local Hub on 127.0.0.1 and nothing else: huggingface_hub reads these variables once,
+# at import, so they are set here, before anything imports it. The token is a recognisable secret so tests can
+# prove it never reaches a card, a log or an uploaded file.
+HUB = FakeHub(token="hf_TEST_SECRET_do_not_leak_7f3a9").start()
+os.environ.update(
+    HF_ENDPOINT=HUB.endpoint,
+    HF_TOKEN=HUB.token,
+    HF_HOME=tempfile.mkdtemp(prefix="spd-hf-home-"),
+    HF_HUB_DISABLE_TELEMETRY="1",
+    HF_HUB_DISABLE_XET="1",
+    HF_HUB_DISABLE_PROGRESS_BARS="1",
+    TRANSFORMERS_NO_ADVISORY_WARNINGS="1",
+    WANDB_DISABLED="true",
+)
+os.environ.pop("HF_HUB_OFFLINE", None)
+os.environ.pop("TRANSFORMERS_OFFLINE", None)
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
@@ -29,3 +45,11 @@ def spd_args(tmp_path):
         return SparseDistillConfig(**options)
 
     return make
+
+
+@pytest.fixture
+def hub():
+    """The session's local Hub, with failure injection reset and protocol surprises checked after each test."""
+    HUB.fail_next.clear()
+    yield HUB
+    assert HUB.unexpected == [], f"the client used Hub routes the fake does not know: {HUB.unexpected}"

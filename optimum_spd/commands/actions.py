@@ -142,3 +142,29 @@ def verify(path: str, reference: str | None = None, atol: float = 1e-5, **hub_kw
 
 def _first_output(outputs) -> torch.Tensor:
     return outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
+
+
+def card(path: str, repo_id: str | None = None, license: str | None = None, tags: list[str] | None = None) -> int:
+    from ..hub import render_model_card
+
+    render_model_card(path, license=license, tags=tags, repo_id=repo_id)
+    print(f"wrote {os.path.join(path, 'README.md')}")
+    return 0
+
+
+def push(path: str, repo_id: str, private: bool = False, revision: str | None = None, commit_message: str = "",
+         keep_card: bool = False, license: str | None = None, tags: list[str] | None = None) -> int:
+    """Upload a copy of ``path`` (Trainer checkpoints left out) with a freshly rendered card; ``path`` is untouched."""
+    import shutil
+    import tempfile
+
+    from ..hub import push_folder, render_model_card
+
+    with tempfile.TemporaryDirectory() as staging:
+        folder = os.path.join(staging, os.path.basename(os.path.abspath(path)))
+        shutil.copytree(path, folder, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.tmp-*", ".*"))
+        if not (keep_card and os.path.isfile(os.path.join(folder, "README.md"))):
+            render_model_card(folder, license=license, tags=tags, repo_id=repo_id)
+        url = push_folder(folder, repo_id, private=private or None, revision=revision, commit_message=commit_message)
+    print(f"pushed {path} -> {url}")
+    return 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import torch
 from transformers import PreTrainedModel
@@ -72,6 +73,32 @@ class SPDModelMixin:
             raise ValueError("SPD checkpoints are safetensors only (no pickle): drop safe_serialization=False.")
         if kwargs.get("is_main_process", True):
             save_compressed(self, save_directory, storage_dtype=storage_dtype, max_shard_size=_parse_size(max_shard_size))
+
+    def push_to_hub(
+        self,
+        repo_id: str,
+        *,
+        commit_message: str | None = None,
+        commit_description: str | None = None,
+        private: bool | None = None,
+        token: bool | str | None = None,
+        revision: str | None = None,
+        create_pr: bool = False,
+        max_shard_size: int | str | None = None,
+        tags: list[str] | None = None,
+        storage_dtype: str | None = None,
+        license: str | None = None,
+    ) -> str:
+        """Upload the compressed checkpoint with a generated model card in one commit; returns the commit URL."""
+        from ..hub import push_folder, render_model_card
+
+        with tempfile.TemporaryDirectory() as staging:
+            folder = os.path.join(staging, repo_id.split("/")[-1])
+            self.save_pretrained(folder, storage_dtype=storage_dtype, max_shard_size=max_shard_size)
+            render_model_card(folder, license=license, tags=tags, repo_id=repo_id)
+            return push_folder(folder, repo_id, token=token, private=private, revision=revision, create_pr=create_pr,
+                               commit_message=commit_message or "Upload sparse model (optimum-spd)",
+                               commit_description=commit_description)
 
     def to_dense(self) -> PreTrainedModel:
         """A vanilla transformers model (``model_type: bert``...) with the same weights, zeros included."""

@@ -45,6 +45,27 @@ def add_verify_arguments(parser: ArgumentParser) -> None:
     _add_hub_arguments(parser)
 
 
+def _add_card_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("--license", default=None, help="License for the card (default: the base model's, if known).")
+    parser.add_argument("--tags", nargs="*", default=None, help="Extra card tags.")
+
+
+def add_card_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("path", help="Compressed SPD checkpoint directory; README.md and the plot are written into it.")
+    parser.add_argument("--repo_id", default=None, help="Repo id shown in the card's loading snippet.")
+    _add_card_arguments(parser)
+
+
+def add_push_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("path", help="Compressed SPD checkpoint directory (left untouched).")
+    parser.add_argument("repo_id", help="Hub repository, e.g. user/bert-mrpc-spd90.")
+    parser.add_argument("--private", action="store_true", help="Create the repository as private.")
+    parser.add_argument("--revision", default=None, help="Branch to push to.")
+    parser.add_argument("--commit_message", default="Upload sparse model (optimum-spd)")
+    parser.add_argument("--keep_card", action="store_true", help="Upload the folder's README.md as is.")
+    _add_card_arguments(parser)
+
+
 def _hub_kwargs(args) -> dict:
     return {"revision": args.revision, "cache_dir": args.cache_dir, "local_files_only": args.local_files_only}
 
@@ -61,6 +82,11 @@ def run_command(name: str, args) -> int:
         return actions.run_decompress(args.source, args.output_dir, **_hub_kwargs(args))
     if name == "verify":
         return actions.verify(args.path, args.reference, args.atol, **_hub_kwargs(args))
+    if name == "card":
+        return actions.card(args.path, repo_id=args.repo_id, license=args.license, tags=args.tags)
+    if name == "push":
+        return actions.push(args.path, args.repo_id, private=args.private, revision=args.revision,
+                            commit_message=args.commit_message, keep_card=args.keep_card, license=args.license, tags=args.tags)
     raise ValueError(f"unknown spd command {name!r}")
 
 
@@ -69,6 +95,8 @@ SUBCOMMAND_SPECS = {
     "compress": ("Write a pruned dense checkpoint in the compressed sparse format.", add_compress_arguments),
     "decompress": ("Write a compressed checkpoint as a vanilla transformers one (zeros stored).", add_decompress_arguments),
     "verify": ("Reload a compressed checkpoint and compare its logits.", add_verify_arguments),
+    "card": ("Render README.md (model card) and the training plot from a checkpoint folder's files.", add_card_arguments),
+    "push": ("Upload a compressed checkpoint with its model card to the Hub in one commit.", add_push_arguments),
 }
 
 

@@ -1,0 +1,113 @@
+"""push_to_hub end to end against the local Hub server, through the real huggingface_hub client."""
+
+import json
+import logging
+import os
+
+import numpy as np
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from transformers import AutoModelForSequenceClassification
+
+from optimum_spd import SPDTrainer, compress
+from optimum_spd.commands.main import main as cli
+from optimum_spd.hub import HubPushError
+from helpers import tiny_dataset, tiny_model, tiny_tokenizer
+from test_serialization import logits, pruned_model
+
+
+def accuracy(prediction):
+    return {"accuracy": float((np.argmax(prediction.predictions, axis=1) == prediction.label_ids).mean())}
+
+
+@pytest.fixture
+def trained(spd_args, tmp_path):
+    model = tiny_model()
+    trainer = SPDTrainer(
+        model=model, args=spd_args(max_steps=12, target_sparsity=0.9, eval_strategy="steps", eval_steps=4,
+                                   hub_model_id="tester/tiny-spd", logging_steps=2),
+        train_dataset=tiny_dataset(), eval_dataset=tiny_dataset(16, seed=1),
+        processing_class=tiny_tokenizer(str(tmp_path / "tok")), compute_metrics=accuracy,
+    )
+    trainer.train()
+    trainer.evaluate_teacher()
+    return trainer
+
+
+def test_trainer_push_to_hub_end_to_end(trained, hub, tmp_path, caplog, capsys):
+    caplog.set_level(logging.DEBUG)
+    local_before = sorted(os.listdir(trained.args.output_dir)) if os.path.isdir(trained.args.output_dir) else []
+    url = trained.push_to_hub(dataset="glue", dataset_args="mrpc", dataset_tags="nyu-mll/glue", license="apache-2.0")
+    assert "tester/tiny-spd" in url
+    repo = hub.repos["tester/tiny-spd"]
+    assert len(repo.commits) == 2  # the repository's creation, then everything in one commit
+    files = hub.files("tester/tiny-spd")
+    assert {"config.json", "model.safetensors", "tokenizer_config.json", "spd_config.json", "trainer_state.json",
+            "README.md", "spd_training.png", "spd_run.json", "configuration_spd.py", "modeling_spd.py"} <= set(files)
+    assert files["spd_training.png"].startswith(b"\x89PNG")
+    # The local output directory was not touched by the push.
+    assert (sorted(os.listdir(trained.args.output_dir)) if os.path.isdir(trained.args.output_dir) else []) == local_before
+
+    # A fresh cache downloads exactly the trained weights.
+    loaded = AutoModelForSequenceClassification.from_pretrained("tester/tiny-spd", cache_dir=str(tmp_path / "fresh"),
+                                                                attn_implementation="eager")
+    assert torch.equal(logits(loaded), logits(trained.model))
+    # The uploaded weights are smaller than the same model saved dense.
+    trained.model.save_pretrained(tmp_path / "dense")
+    assert len(files["model.safetensors"]) < os.path.getsize(tmp_path / "dense" / "model.safetensors")
+
+    card = ModelCard.load("tester/tiny-spd")
+    assert card.data.library_name == "optimum-spd" and card.data.license == "apache-2.0"
+    assert {"sparse", "pruning", "distillation", "spd"} <= set(card.data.tags)
+    last_eval = [e for e in trained.state.log_history if "eval_accuracy" in e][-1]["eval_accuracy"]
+    results = {(r.metric_type, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert results[("accuracy", "accuracy (sparse student)")] == pytest.approx(last_eval)
+    assert results[("accuracy", "accuracy (dense teacher)")] == pytest.approx(trained.teacher_metrics["eval_accuracy"])
+    assert all(r.dataset_name == "glue" and r.dataset_config == "mrpc" for r in card.data.eval_results)
+    # The card is true of the uploaded files: sizes and per-layer counts come from them.
+    config = json.loads(files["config.json"])
+    block = config["sparsity_config"]
+    assert f"{len(files['model.safetensors']) / 1e6:.1f} MB on disk" in card.text
+    assert f"| **whole model** | {block['dense_parameter_count']:,} | {block['nonzero_parameter_count']:,} |" in card.text
+    assert "## Stage timeline" in card.text and "spd_training.png" in card.text
+    assert 'from_pretrained("tester/tiny-spd")' in card.text
+
+    # The token is nowhere: not in any uploaded file, log record or printed output.
+    secret = hub.token.encode()
+    assert secret not in hub.all_uploaded_bytes()
+    assert hub.token not in caplog.text and hub.token not in "".join(capsys.readouterr())
+
+
+@pytest.mark.parametrize("failure", [500, 503, "drop"])
+def test_failed_push_is_clear_and_retry_completes(trained, hub, failure):
+    hub.fail_next.extend([("commit", failure)] * 10)  # more than any client-side retry absorbs
+    with pytest.raises(HubPushError, match=r"to the Hub repo tester/tiny-spd failed .* run the same push again"):
+        trained.push_to_hub()
+    hub.fail_next.clear()
+    hub.unexpected.clear()
+    trained.push_to_hub()
+    assert "model.safetensors" in hub.files("tester/tiny-spd")
+
+
+def test_model_push_revision_and_cli_push(hub, tmp_path, capsys):
+    first = pruned_model(sparsity=0.9, seed=0)
+    compress(first, tmp_path / "first")
+    loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "first")
+    loaded.push_to_hub("tester/model-push", license="mit")
+    first_commit = hub.repos["tester/model-push"].head["oid"]
+    assert ModelCard.load("tester/model-push").data.license == "mit"
+
+    second = pruned_model(sparsity=0.8, seed=1)
+    compress(second, tmp_path / "second")
+    tiny_tokenizer(str(tmp_path / "second"))
+    before = sorted(os.listdir(tmp_path / "second"))
+    assert cli(["push", str(tmp_path / "second"), "tester/model-push"]) == 0
+    assert sorted(os.listdir(tmp_path / "second")) == before  # the CLI pushes a staged copy
+    assert "README.md" in hub.files("tester/model-push")
+    latest = AutoModelForSequenceClassification.from_pretrained("tester/model-push", cache_dir=str(tmp_path / "c1"))
+    pinned = AutoModelForSequenceClassification.from_pretrained("tester/model-push", revision=first_commit,
+                                                                cache_dir=str(tmp_path / "c2"))
+    assert torch.equal(logits(latest), logits(second)) and torch.equal(logits(pinned), logits(first))
+    assert cli(["info", "tester/model-push", "--revision", first_commit]) == 0
+    assert "prunable_sparsity=0.9004" in capsys.readouterr().out
