@@ -34,6 +34,7 @@ from .distillation import LossWeights, distillation_loss
 from .grafting import draw_grafting_decisions, grafted
 from .hub import license_of, push_folder, render_model_card, write_run_info
 from .modeling.compressed import save_compressed
+from .preflight import check_distributed_mode, check_output_dir, check_schedule_fits, check_train_dataset
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
 
@@ -92,6 +93,7 @@ class SPDCallback(TrainerCallback):
     def on_train_begin(self, args, state, control, **kwargs):
         trainer = self.trainer
         trainer.stage_steps = trainer.resolve_stage_steps(state.max_steps)
+        check_schedule_fits(trainer.stage_steps, args.num_pruning_events)
         # Fresh run: masks start at the schedule's value for step 0. Resumed run: `train` loaded the saved masks,
         # which already hold the schedule's value at the checkpoint's step.
         trainer.update_masks(state.global_step)
@@ -157,6 +159,7 @@ class SPDTrainer(Trainer):
             raise TypeError(f"SPDTrainer needs args=SparseDistillConfig(...), got {type(args).__name__}.")
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"SPDTrainer needs a transformers PreTrainedModel as model, got {type(model).__name__}.")
+        check_distributed_mode(args)
         teacher = self._load_teacher(model, teacher_model if teacher_model is not None else args.teacher_model_name_or_path)
         if args.is_attention_distilled:
             # Only the eager attention returns attention probabilities; SDPA and flash attention do not.
@@ -174,6 +177,8 @@ class SPDTrainer(Trainer):
         if not trainable:
             raise ValueError("none of the pruned weights is trainable (requires_grad=False everywhere): unfreeze them.")
 
+        if args.should_save:
+            check_output_dir(args.output_dir, model, args.save_strategy != "no")
         super().__init__(model=model, args=args, **kwargs)
         # The distillation loss is a mean over the batch: Trainer must scale it for gradient accumulation itself.
         self.model_accepts_loss_kwargs = False
@@ -190,6 +195,7 @@ class SPDTrainer(Trainer):
         self.stage_steps: StageSteps | None = None
         self.stage_seconds: dict[str, float] = {}  # training wall time per stage (evaluation excluded)
         self.teacher_metrics: dict[str, float] | None = None  # filled by evaluate_teacher(), shown on the card
+        self.grafting_decisions: list[bool] = []
         self._loss_term_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
         self._loss_term_count = 0
         self.add_callback(SPDCallback(self))
@@ -261,8 +267,16 @@ class SPDTrainer(Trainer):
         step = self.state.global_step
         rate = self.replacing_rate(step)
         decisions = draw_grafting_decisions(len(self.student_layers), rate, self.args.seed, step)
-        with grafted(self.student_layers, self.teacher_layers, decisions):
-            student_outputs = model(**features, **output_flags)
+        self.grafting_decisions = decisions  # the draws this step used (inspected by the distributed tests)
+        if any(decisions):
+            with grafted(self.student_layers, self.teacher_layers, decisions):
+                student_outputs = model(**features, **output_flags)
+        else:
+            # Every layer drew the teacher: no student weight takes part, so the step updates nothing (as in the
+            # reference). Running the unwrapped model without grad keeps DDP out of it: a DDP forward whose
+            # backward reaches no parameter would leave its reducer waiting. The draws agree on every process.
+            with torch.no_grad(), grafted(self.student_layers, self.teacher_layers, decisions):
+                student_outputs = self.accelerator.unwrap_model(model)(**features, **output_flags)
         self._check_recorded_outputs(student_outputs)
         loss, terms = distillation_loss(
             student_outputs,
@@ -272,9 +286,14 @@ class SPDTrainer(Trainer):
             features.get("attention_mask"),
             labels,
         )
-        if not loss.requires_grad:
-            # Every layer drew the teacher (likely with few layers and a small p): nothing of the student ran, so
-            # no weight gets a gradient and the optimizer skips them all, as the reference code's update does.
+        if not torch.isfinite(loss):
+            values = {name: float(value) for name, value in terms.items()}
+            raise FloatingPointError(
+                f"the SPD loss is {float(loss.detach())} at optimizer step {step + 1} (terms {values}); training stopped before "
+                "this step updated any weight, so the last saved checkpoint is intact. Lower learning_rate, keep "
+                "max_grad_norm > 0, or check the inputs of this batch, then resume from that checkpoint."
+            )
+        if not loss.requires_grad:  # the all-teacher step above: backward is a no-op, AdamW skips grad-less weights
             loss.requires_grad_(True)
         for name, value in terms.items():
             self._loss_term_sums[name] += value.double().cpu()
@@ -444,6 +463,7 @@ class SPDTrainer(Trainer):
             checkpoint = get_last_checkpoint(self.args.output_dir)
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
+        check_train_dataset(self.train_dataset, getattr(self.model.config, "num_labels", 2))
         if checkpoint:
             self.load_masks(checkpoint)
         return super().train(checkpoint or None, *args, **kwargs)

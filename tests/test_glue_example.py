@@ -64,6 +64,7 @@ def test_example_script_end_to_end(tmp_path):
         "--teacher_num_train_epochs", "1", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
         "--target_sparsity", "0.75", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
         "--train_sampling_strategy", "group_by_length", "--logging_steps", "1", "--disable_tqdm", "true",
+        "--num_pruning_events", "3",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]

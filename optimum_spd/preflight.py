@@ -1,0 +1,85 @@
+"""Checks run before any training step, so that bad input fails in seconds instead of hours into a run."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+from torch import nn
+
+from .pruning.schedules import StageSteps
+
+# A Trainer checkpoint holds the model, the AdamW moments (2x) and the masks: budget 4x the model's bytes.
+CHECKPOINT_SIZE_FACTOR = 4
+
+
+def check_distributed_mode(args) -> None:
+    """SPD keeps masks beside full parameters: sharded engines would update copies the masks do not see."""
+    if args.fsdp:
+        raise NotImplementedError(
+            f"SPDTrainer does not support FSDP (fsdp={args.fsdp!r}): it shards parameters, and SPD's masks must see "
+            "whole weights after every optimizer step. Use DDP (torchrun or accelerate launch --multi_gpu), which "
+            "SPD supports on any number of GPUs and nodes."
+        )
+    if args.deepspeed:
+        raise NotImplementedError(
+            "SPDTrainer does not support DeepSpeed: its engine owns the optimizer step and (ZeRO-3) shards parameters, "
+            "so SPD could not mask gradients and weights around it. Use DDP (torchrun or accelerate launch --multi_gpu)."
+        )
+
+
+def check_output_dir(output_dir: str, model: nn.Module, save_steps_enabled: bool) -> None:
+    """The output directory must be writable and have room for a checkpoint, checked before the first step."""
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=output_dir, prefix=".spd-write-test-"):
+            pass
+    except OSError as error:
+        raise PermissionError(
+            f"output_dir={output_dir!r} is not writable ({error.strerror or error}); checkpoints and the final model "
+            "could not be saved. Choose another output_dir or fix its permissions."
+        ) from None
+    model_bytes = sum(param.numel() * param.element_size() for param in model.parameters())
+    needed = model_bytes * (CHECKPOINT_SIZE_FACTOR if save_steps_enabled else 1)
+    free = shutil.disk_usage(output_dir).free
+    if free < needed:
+        raise OSError(
+            f"output_dir={output_dir!r} has {free / 1e6:,.0f} MB free, but saving this run needs about "
+            f"{needed / 1e6:,.0f} MB (model, optimizer state and masks). Free some space or choose another output_dir."
+        )
+
+
+def check_train_dataset(dataset, num_labels: int) -> None:
+    """Refuse an empty dataset and labels outside ``[0, num_labels)`` (or non-numeric regression targets)."""
+    if dataset is None:
+        raise ValueError("SPDTrainer.train() needs a train_dataset.")
+    try:
+        rows = len(dataset)
+    except TypeError:
+        return  # iterable datasets: nothing to check up front
+    if rows == 0:
+        raise ValueError("train_dataset is empty: SPD needs training rows to distil on.")
+    column = next((name for name in ("labels", "label") if name in getattr(dataset, "column_names", [])), None)
+    if column is None:
+        return
+    labels = dataset[column]
+    if num_labels == 1:
+        return
+    for row, label in enumerate(labels):
+        if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
+            raise ValueError(
+                f"train_dataset[{row}][{column!r}] = {label!r} is not a class id in [0, {num_labels - 1}] "
+                f"(the model has num_labels={num_labels}). Fix the labels or the model's num_labels."
+            )
+
+
+def check_schedule_fits(steps: StageSteps, num_pruning_events: int) -> None:
+    """Each pruning event needs its own optimizer step, or the cubic schedule collapses into one cut."""
+    window = steps.pruning_end - steps.pruning_start
+    if window < num_pruning_events:
+        raise ValueError(
+            f"this run has {steps.total_steps} optimizer steps, so its pruning window (pruning_start to pruning_end) "
+            f"holds {window} steps, fewer than num_pruning_events={num_pruning_events}. Train longer (more rows, "
+            "epochs or max_steps), or lower num_pruning_events."
+        )
