@@ -400,10 +400,10 @@ class SPDTrainer(Trainer):
         folder = output_dir or self.args.output_dir
         first = lambda value: value[0] if isinstance(value, list) else value  # noqa: E731
         evaluations = [entry for entry in self.state.log_history if "eval_loss" in entry]
-        teacher_name = finetuned_from or getattr(self.teacher_model, "name_or_path", None)
         write_run_info(folder, {
             "model_name": model_name,
-            "teacher_model": teacher_name,
+            "base_model": finetuned_from,
+            "teacher_model": getattr(self.teacher_model, "name_or_path", None),
             "teacher_metrics": self.teacher_metrics,
             "student_metrics": evaluations[-1] if evaluations else None,
             "stage_seconds": self.stage_seconds,

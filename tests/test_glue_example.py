@@ -74,3 +74,5 @@ def test_example_script_end_to_end(tmp_path):
     assert results["sparsity"]["prunable_sparsity"] == pytest.approx(0.75, abs=2e-3)
     assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
+    assert (output / "README.md").is_file() and (output / "spd_training.png").is_file()
+    assert "model-index" in (output / "README.md").read_text()

@@ -36,6 +36,7 @@ from transformers import (
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.data import GLUE_TASKS, load_glue, load_glue_metric, tokenize_pairs
+from optimum_spd.hub import license_of
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,11 @@ class ModelArguments:
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets."})
     teacher_num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of dense teacher fine-tuning."})
     teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of dense teacher fine-tuning."})
+    base_model_id: str | None = field(
+        default=None,
+        metadata={"help": "Hub id of the pretrained model, recorded as base_model on the model card (default model: "
+                          "sentence-transformers/all-MiniLM-L6-v2)."},
+    )
 
 
 @dataclass
@@ -166,6 +172,7 @@ def main():
     set_seed(spd_args.seed)
     if model_args.model_name_or_path is None:
         model_args.model_name_or_path = default_model_path()
+        model_args.base_model_id = model_args.base_model_id or "sentence-transformers/all-MiniLM-L6-v2"
 
     raw, is_regression, num_labels = load_raw_datasets(data_args, model_args.cache_dir)
     if data_args.max_train_samples is not None:
@@ -220,7 +227,12 @@ def main():
     report = sparsity_report(student, targets=trainer.masks.parameters)
     results["sparsity"] = {key: value for key, value in report.to_dict().items() if key != "tensors"}
     trainer.save_model()
-    trainer.state.save_to_json(os.path.join(spd_args.output_dir, "trainer_state.json"))  # the curves, for the card
+    # The model card (README.md + spd_training.png) is generated from the saved folder and these run facts.
+    trainer.teacher_metrics = results["teacher"]
+    trainer.create_model_card(
+        dataset="glue" if data_args.task_name else None, dataset_tags="nyu-mll/glue", dataset_args=data_args.task_name,
+        finetuned_from=model_args.base_model_id, license=license_of(model_args.model_name_or_path),
+    )
     with open(os.path.join(spd_args.output_dir, "all_results.json"), "w") as handle:
         json.dump(results, handle, indent=2, default=str)
     logger.info("results: %s", json.dumps(results, indent=2, default=str))

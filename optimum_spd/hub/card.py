@@ -65,6 +65,16 @@ def _stage_timeline(log_history: list[dict], stage_seconds: dict | None) -> list
     ]
 
 
+def _teacher_label(run: dict) -> str | None:
+    """How the card names the teacher: its Hub id, or what it was fine-tuned from (never a local path)."""
+    teacher = run.get("teacher_model")
+    if _is_hub_id(teacher):
+        return teacher
+    if _is_hub_id(run.get("base_model")):
+        return f"{run['base_model']}, fine-tuned on the task"
+    return None
+
+
 def collect_card_context(folder: str) -> dict[str, Any]:
     """Everything the template needs, read from ``folder``."""
     config = _read_json(folder, "config.json")
@@ -105,7 +115,8 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         "recipe": _read_json(folder, "spd_config.json") or {},
         "training_args": _training_summary(_read_json(folder, "training_args.json") or {}),
         "timeline": _stage_timeline(log_history, run.get("stage_seconds")),
-        "teacher": run.get("teacher_model"),
+        "teacher": _teacher_label(run),
+        "base_model": run.get("base_model") if _is_hub_id(run.get("base_model")) else None,
         "teacher_metrics": _metric_values(run.get("teacher_metrics")),
         "student_metrics": student_metrics,
         "dataset": run.get("dataset") or {},
@@ -131,7 +142,7 @@ def _card_data(context: dict, license: str | None, language: str | None, tags: l
                     dataset_name=dataset["name"], dataset_config=dataset.get("config"), dataset_split=dataset.get("split", "validation"),
                     metric_type=metric, metric_value=round(value, 6), metric_name=f"{metric} ({source})",
                 ))
-    base_model = context["teacher"] if _is_hub_id(context["teacher"]) else None
+    base_model = context["base_model"]
     return ModelCardData(
         library_name="optimum-spd",
         license=license or context["run"].get("license"),
