@@ -76,3 +76,33 @@ def test_example_script_end_to_end(tmp_path):
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
     assert (output / "README.md").is_file() and (output / "spd_training.png").is_file()
     assert "model-index" in (output / "README.md").read_text()
+
+
+def test_example_script_with_a_given_teacher(tmp_path):
+    """With --teacher_model_name_or_path the teacher is not re-trained, but evaluated by SPDTrainer.evaluate_teacher."""
+    write_tiny_mrpc(tmp_path / "glue")
+    tiny_tokenizer(str(tmp_path / "teacher")).save_pretrained(tmp_path / "teacher")
+    tiny_model(seed=5).save_pretrained(tmp_path / "teacher")
+    output = tmp_path / "run"
+    command = [
+        sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "glue"),
+        "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--output_dir", str(output),
+        "--max_steps", "8", "--per_device_train_batch_size", "8", "--target_sparsity", "0.5", "--report_to", "none",
+        "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", "--num_pruning_events", "2",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((output / "all_results.json").read_text())
+    assert not (output / "teacher").exists()  # nothing was fine-tuned
+    # The teacher's reported score is its real score on the 12 dev rows (a frozen random model: any value, but exact).
+    from transformers import BertForSequenceClassification
+    import torch
+
+    teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
+    dev = load_glue("mrpc", str(tmp_path / "glue"))["validation"]
+    tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
+    encoded = tokenizer(dev["sentence1"], dev["sentence2"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        predictions = teacher(**encoded).logits.argmax(-1)
+    expected = float((predictions == torch.tensor(dev["label"])).float().mean())
+    assert results["teacher"]["eval_accuracy"] == pytest.approx(expected)

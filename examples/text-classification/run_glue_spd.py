@@ -191,20 +191,13 @@ def main():
     compute_metrics = build_compute_metrics(data_args, is_regression)
 
     results: dict[str, object] = {"task": data_args.task_name, "num_train_rows": datasets["train"].num_rows}
+    teacher_metrics = None
     if spd_args.teacher_model_name_or_path:
         teacher = AutoModelForSequenceClassification.from_pretrained(spd_args.teacher_model_name_or_path)
-        teacher_eval = Trainer(
-            model=teacher, args=TrainingArguments(output_dir=os.path.join(spd_args.output_dir, "teacher-eval"),
-                                                  per_device_eval_batch_size=spd_args.per_device_eval_batch_size,
-                                                  report_to=[], use_cpu=spd_args.use_cpu),
-            eval_dataset=datasets["validation"], data_collator=collator, compute_metrics=compute_metrics,
-        )
-        results["teacher"] = teacher_eval.evaluate()
     else:
-        teacher, results["teacher"] = fine_tune_teacher(
+        teacher, teacher_metrics = fine_tune_teacher(
             model_args, spd_args, datasets, collator, tokenizer, compute_metrics, num_labels
         )
-    logger.info("dense teacher: %s", results["teacher"])
 
     # The student starts as an exact copy of the fine-tuned teacher (SPDTrainer keeps the teacher frozen).
     student = AutoModelForSequenceClassification.from_pretrained(
@@ -220,6 +213,9 @@ def main():
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
+    # The dense teacher's score on the same data, for the results and the card (already known if fine-tuned here).
+    trainer.teacher_metrics = results["teacher"] = teacher_metrics or trainer.evaluate_teacher()
+    logger.info("dense teacher: %s", results["teacher"])
     train_result = trainer.train(resume_from_checkpoint=spd_args.resume_from_checkpoint)
     results["spd_train"] = train_result.metrics
     results["spd_stage_seconds"] = trainer.stage_seconds
@@ -228,7 +224,6 @@ def main():
     results["sparsity"] = {key: value for key, value in report.to_dict().items() if key != "tensors"}
     trainer.save_model()
     # The model card (README.md + spd_training.png) is generated from the saved folder and these run facts.
-    trainer.teacher_metrics = results["teacher"]
     trainer.create_model_card(
         dataset="glue" if data_args.task_name else None, dataset_tags="nyu-mll/glue", dataset_args=data_args.task_name,
         finetuned_from=model_args.base_model_id, license=license_of(model_args.model_name_or_path),
