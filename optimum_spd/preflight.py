@@ -7,7 +7,9 @@ import shutil
 import tempfile
 
 from torch import nn
+from transformers import PreTrainedModel
 
+from .architectures import find_layer_list
 from .pruning.schedules import StageSteps
 
 # A Trainer checkpoint holds the model, the AdamW moments (2x) and the masks: budget 4x the model's bytes.
@@ -83,3 +85,22 @@ def check_schedule_fits(steps: StageSteps, num_pruning_events: int) -> None:
             f"holds {window} steps, fewer than num_pruning_events={num_pruning_events}. Train longer (more rows, "
             "epochs or max_steps), or lower num_pruning_events."
         )
+
+
+def check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedModel) -> None:
+    """Grafting swaps layers one to one, so the two models must agree on every shape that crosses a layer."""
+    student_config, teacher_config = student.config, teacher.config
+    checks = {
+        "model_type": (student_config.model_type, teacher_config.model_type),
+        "vocab_size": (getattr(student_config, "vocab_size", None), getattr(teacher_config, "vocab_size", None)),
+        "hidden_size": (getattr(student_config, "hidden_size", None), getattr(teacher_config, "hidden_size", None)),
+        "number of layers": (len(find_layer_list(student)[1]), len(find_layer_list(teacher)[1])),
+        "num_labels": (getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)),
+    }
+    for what, (student_value, teacher_value) in checks.items():
+        if student_value != teacher_value:
+            raise ValueError(
+                f"teacher and student differ in {what} (student {student_value}, teacher {teacher_value}). SPD "
+                "grafts student layer i into teacher position i, so the teacher must be the dense fine-tuned "
+                "version of the same architecture: pass teacher_model=None to use a copy of the student."
+            )

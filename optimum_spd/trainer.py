@@ -18,9 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
-import tempfile
 import time
-from collections import defaultdict
 
 import torch
 from safetensors.torch import load_file, save_file
@@ -32,9 +30,15 @@ from .architectures import find_layer_list, prunable_parameters
 from .configuration import SparseDistillConfig
 from .distillation import LossWeights, distillation_loss
 from .grafting import draw_grafting_decisions, grafted
-from .hub import license_of, push_folder, render_model_card, write_run_info
+from .hub.trainer_mixin import SPDHubMixin
 from .modeling.compressed import save_compressed
-from .preflight import check_distributed_mode, check_output_dir, check_schedule_fits, check_train_dataset
+from .preflight import (
+    check_distributed_mode,
+    check_output_dir,
+    check_schedule_fits,
+    check_teacher_matches_student,
+    check_train_dataset,
+)
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
 
@@ -62,25 +66,6 @@ def _install_output_capturing_hooks(model: nn.Module) -> None:
     base = getattr(model, "base_model", model)
     if isinstance(base, PreTrainedModel):
         maybe_install_capturing_hooks(base)
-
-
-def _check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedModel) -> None:
-    """Grafting swaps layers one to one, so the two models must agree on every shape that crosses a layer."""
-    student_config, teacher_config = student.config, teacher.config
-    checks = {
-        "model_type": (student_config.model_type, teacher_config.model_type),
-        "vocab_size": (getattr(student_config, "vocab_size", None), getattr(teacher_config, "vocab_size", None)),
-        "hidden_size": (getattr(student_config, "hidden_size", None), getattr(teacher_config, "hidden_size", None)),
-        "number of layers": (len(find_layer_list(student)[1]), len(find_layer_list(teacher)[1])),
-        "num_labels": (getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)),
-    }
-    for what, (student_value, teacher_value) in checks.items():
-        if student_value != teacher_value:
-            raise ValueError(
-                f"teacher and student differ in {what} (student {student_value}, teacher {teacher_value}). SPD "
-                "grafts student layer i into teacher position i, so the teacher must be the dense fine-tuned "
-                "version of the same architecture: pass teacher_model=None to use a copy of the student."
-            )
 
 
 class SPDCallback(TrainerCallback):
@@ -137,7 +122,7 @@ class SPDCallback(TrainerCallback):
             raise SparsityInvariantError(f"training ended at prunable sparsity {measured:.6f} < {expected:.6f}.")
 
 
-class SPDTrainer(Trainer):
+class SPDTrainer(SPDHubMixin, Trainer):
     """Prune a fine-tuned model to ``args.target_sparsity`` by Sparse Progressive Distillation.
 
     Args:
@@ -165,7 +150,7 @@ class SPDTrainer(Trainer):
             # Only the eager attention returns attention probabilities; SDPA and flash attention do not.
             model.set_attn_implementation("eager")
             teacher.set_attn_implementation("eager")
-        _check_teacher_matches_student(model, teacher)
+        check_teacher_matches_student(model, teacher)
 
         # As in the reference code, only the Transformer blocks train: embeddings and head stay the teacher's.
         layer_list_name, self.student_layers = find_layer_list(model)
@@ -196,7 +181,7 @@ class SPDTrainer(Trainer):
         self.stage_seconds: dict[str, float] = {}  # training wall time per stage (evaluation excluded)
         self.teacher_metrics: dict[str, float] | None = None  # filled by evaluate_teacher(), shown on the card
         self.grafting_decisions: list[bool] = []
-        self._loss_term_sums: dict[str, torch.Tensor] = defaultdict(lambda: torch.zeros((), dtype=torch.float64))
+        self._loss_term_sums: dict[str, torch.Tensor] = {}  # on the loss's device: read once per logging step
         self._loss_term_count = 0
         self.add_callback(SPDCallback(self))
 
@@ -296,7 +281,7 @@ class SPDTrainer(Trainer):
         if not loss.requires_grad:  # the all-teacher step above: backward is a no-op, AdamW skips grad-less weights
             loss.requires_grad_(True)
         for name, value in terms.items():
-            self._loss_term_sums[name] += value.double().cpu()
+            self._loss_term_sums[name] = self._loss_term_sums.get(name, 0) + value.double()
         self._loss_term_count += 1
         return (loss, student_outputs) if return_outputs else loss
 
@@ -364,80 +349,6 @@ class SPDTrainer(Trainer):
             os.remove(pickled)
         with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
             handle.write(self.args.to_json_string())
-
-    # --- model card and Hub ---------------------------------------------------------------------------------------
-
-    def evaluate_teacher(self, eval_dataset=None) -> dict[str, float]:
-        """Evaluate the dense teacher with this trainer's data, collator and metrics (for the card's comparison)."""
-        evaluator = Trainer(
-            model=self.teacher_model, args=self.args, data_collator=self.data_collator,
-            eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
-            compute_metrics=self.compute_metrics, processing_class=self.processing_class,
-        )
-        self.teacher_metrics = evaluator.evaluate()
-        return self.teacher_metrics
-
-    def create_model_card(
-        self,
-        language: str | None = None,
-        license: str | None = None,
-        tags: str | list[str] | None = None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        tasks: str | list[str] | None = None,
-        dataset_tags: str | list[str] | None = None,
-        dataset: str | list[str] | None = None,
-        dataset_args: str | list[str] | None = None,
-        output_dir: str | None = None,
-    ) -> None:
-        """Write ``README.md`` (and the training plot) for the compressed checkpoint saved in ``output_dir``.
-
-        The card is generated from the files in that folder plus ``spd_run.json`` written here (teacher, dataset,
-        stage timings), so it states only what the folder holds. Same arguments as ``Trainer.create_model_card``.
-        """
-        if not self.is_world_process_zero():
-            return
-        folder = output_dir or self.args.output_dir
-        first = lambda value: value[0] if isinstance(value, list) else value  # noqa: E731
-        evaluations = [entry for entry in self.state.log_history if "eval_loss" in entry]
-        write_run_info(folder, {
-            "model_name": model_name,
-            "base_model": finetuned_from,
-            "teacher_model": getattr(self.teacher_model, "name_or_path", None),
-            "teacher_metrics": self.teacher_metrics,
-            "student_metrics": evaluations[-1] if evaluations else None,
-            "stage_seconds": self.stage_seconds,
-            "license": license or license_of(getattr(self.teacher_model, "name_or_path", None)),
-            "dataset": {"name": first(dataset), "type": first(dataset_tags) or first(dataset), "config": first(dataset_args),
-                        "split": "validation", "task_type": first(tasks) or "text-classification"} if dataset else {},
-        })
-        self.state.save_to_json(os.path.join(folder, "trainer_state.json"))
-        render_model_card(folder, license=license, language=language,
-                          tags=[tags] if isinstance(tags, str) else tags, repo_id=model_name)
-
-    def push_to_hub(
-        self,
-        commit_message: str | None = "End of training",
-        blocking: bool = True,
-        token: str | None = None,
-        revision: str | None = None,
-        **kwargs,
-    ) -> str:
-        """Upload the compressed student, tokenizer, recipe, curves and card to ``args.hub_model_id`` in one commit.
-
-        Everything is staged in a temporary folder: the local output directory is never touched, so a failed push
-        (clear :class:`~optimum_spd.hub.HubPushError`) can simply be run again. ``kwargs`` go to
-        :meth:`create_model_card` (``dataset``, ``dataset_args``, ``license``, ``finetuned_from``, ``tags``...).
-        """
-        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
-        if not self.is_world_process_zero():
-            return ""
-        with tempfile.TemporaryDirectory() as staging:
-            folder = os.path.join(staging, repo_id.split("/")[-1])
-            self.save_model(folder)
-            self.create_model_card(output_dir=folder, model_name=kwargs.pop("model_name", repo_id), **kwargs)
-            return push_folder(folder, repo_id, token=token or self.args.hub_token, private=self.args.hub_private_repo,
-                               revision=revision or self.args.hub_revision, commit_message=commit_message or "End of training")
 
     def save_masks(self, directory: str) -> str:
         """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""

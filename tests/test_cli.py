@@ -3,7 +3,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from optimum_spd import compress
 from optimum_spd.commands.main import main

@@ -5,12 +5,10 @@ import sys
 
 import pytest
 import torch
-from safetensors.torch import load_file, save_file
 from transformers import AutoModel, AutoModelForSequenceClassification, BertForSequenceClassification, pipeline
 
 from optimum_spd import compress, decompress, prunable_parameters, sparsity_report
 from optimum_spd.pruning import PruningMasks
-from optimum_spd.serialization import CompressedCheckpointError, CompressedTensorError, SparsityConfigError
 from optimum_spd.serialization.encoding import decode, encode, encoded_sizes
 from helpers import tiny_model, tiny_tokenizer
 

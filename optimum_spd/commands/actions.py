@@ -14,7 +14,7 @@ from ..modeling.compressed import resolve_weight_files
 from ..modeling.conversion import compress, decompress, load_dense_model
 from ..modeling.registry import MODEL_CLASSES
 from ..report import sparsity_report
-from ..serialization.format import STORAGE_DTYPES, validate_sparsity_config
+from ..serialization.format import dense_nbytes, validate_sparsity_config
 
 _LAYER_INDEX = re.compile(r"\.(\d+)\.")
 
@@ -42,7 +42,7 @@ def checkpoint_summary(path: str, **hub_kwargs) -> dict:
              "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1])}
             for name, entry in block["tensors"].items()
         ]
-        dense_bytes = block["dense_parameter_count"] * torch.empty((), dtype=STORAGE_DTYPES[block["dtype"]]).element_size()
+        dense_bytes = dense_nbytes(block)
         totals = {key: block[key] for key in ("prunable_sparsity", "global_sparsity", "dense_parameter_count",
                                               "nonzero_parameter_count", "storage_dtype")}
     else:

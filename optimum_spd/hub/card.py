@@ -17,7 +17,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
-from ..serialization.format import STORAGE_DTYPES, validate_sparsity_config
+from ..serialization.format import dense_nbytes, validate_sparsity_config
 
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")
 PLOT_NAME = "spd_training.png"
@@ -92,8 +92,7 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         tensors.append({"name": name, "shape": "x".join(map(str, entry["shape"])), "encoding": entry["encoding"],
                         "sparsity": 1 - entry["nnz"] / numel})
     stored_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors"))
-    bytes_per_value = 2 if block["dtype"] in ("float16", "bfloat16") else 4
-    dense_bytes = block["dense_parameter_count"] * bytes_per_value
+    dense_bytes = dense_nbytes(block)
     run = _read_json(folder, RUN_INFO_NAME) or {}
     state = _read_json(folder, "trainer_state.json") or {}
     log_history = state.get("log_history", [])

@@ -60,6 +60,11 @@ def build_sparsity_config(
     }
 
 
+def dense_nbytes(block: dict[str, Any]) -> int:
+    """Bytes the model's parameters take dense, in the dtype the checkpoint restores (for size comparisons)."""
+    return block["dense_parameter_count"] * torch.empty((), dtype=STORAGE_DTYPES[block["dtype"]]).element_size()
+
+
 def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[str, Any]:
     """Check every field of a ``sparsity_config`` block read from ``source``; return it unchanged if valid."""
 
