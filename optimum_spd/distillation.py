@@ -23,6 +23,15 @@ class LossWeights:
     hard_label: float = 0.0
 
 
+def _masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean squared error over the positions where ``mask`` (broadcastable to the inputs) is 1."""
+    squared = (student - teacher.to(student.dtype)).pow(2)
+    if mask is None:
+        return squared.mean()
+    mask = mask.to(squared.dtype).expand_as(squared)
+    return (squared * mask).sum() / mask.sum().clamp_min(1)
+
+
 def masked_hidden_mse(
     student_hidden: tuple[torch.Tensor, ...],
     teacher_hidden: tuple[torch.Tensor, ...],
@@ -31,15 +40,8 @@ def masked_hidden_mse(
     """Sum over layers (embedding output included) of the MSE between hidden states at non-padding positions."""
     if len(student_hidden) != len(teacher_hidden):
         raise ValueError(f"student returned {len(student_hidden)} hidden states, teacher {len(teacher_hidden)}.")
-    total = student_hidden[0].new_zeros(())
-    for student, teacher in zip(student_hidden, teacher_hidden):
-        squared = (student - teacher.to(student.dtype)).pow(2)
-        if attention_mask is None:
-            total = total + squared.mean()
-            continue
-        token_mask = attention_mask.to(squared.dtype).unsqueeze(-1)
-        total = total + (squared * token_mask).sum() / (token_mask.sum() * squared.shape[-1]).clamp_min(1)
-    return total
+    token_mask = None if attention_mask is None else attention_mask[:, :, None]  # [batch, tokens, 1]
+    return sum(_masked_mse(student, teacher, token_mask) for student, teacher in zip(student_hidden, teacher_hidden))
 
 
 def masked_attention_mse(
@@ -50,16 +52,10 @@ def masked_attention_mse(
     """Sum over layers of the MSE between attention probabilities where both query and key are real tokens."""
     if len(student_attentions) != len(teacher_attentions):
         raise ValueError(f"student returned {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}.")
-    total = student_attentions[0].new_zeros(())
-    for student, teacher in zip(student_attentions, teacher_attentions):
-        squared = (student - teacher.to(student.dtype)).pow(2)  # [batch, heads, query, key]
-        if attention_mask is None:
-            total = total + squared.mean()
-            continue
-        tokens = attention_mask.to(squared.dtype)
-        pair_mask = (tokens[:, None, :, None] * tokens[:, None, None, :]).expand_as(squared)
-        total = total + (squared * pair_mask).sum() / pair_mask.sum().clamp_min(1)
-    return total
+    pair_mask = None  # [batch, 1, query, key], broadcast over heads
+    if attention_mask is not None:
+        pair_mask = attention_mask[:, None, :, None] * attention_mask[:, None, None, :]
+    return sum(_masked_mse(student, teacher, pair_mask) for student, teacher in zip(student_attentions, teacher_attentions))
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
