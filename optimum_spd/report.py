@@ -7,6 +7,8 @@ fractions in [0, 1], never percentages.
 
 from __future__ import annotations
 
+import re
+from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 
@@ -101,3 +103,26 @@ def sparsity_report(model: nn.Module, targets: Iterable[str] | None = None) -> S
     if missing:
         raise ValueError(f"sparsity_report: targets not found among the model's parameters: {sorted(missing)[:3]}")
     return SparsityReport(report_tensors, prunable_numel, prunable_zeros, total_numel, total_zeros)
+
+
+_LAYER_INDEX = re.compile(r"\.(\d+)\.")
+
+
+def sparsity_by_layer(tensors: Iterable[tuple[str, int, int]]) -> list[dict[str, object]]:
+    """Group ``(name, numel, nnz)`` by Transformer block (the first ``.<index>.`` in the name), in block order.
+
+    Returns one row per block: ``layer`` (the index, or ``"other"``), ``tensors``, ``numel``, ``nnz``, ``sparsity``.
+    """
+    groups: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
+    for name, numel, nnz in tensors:
+        match = _LAYER_INDEX.search(name)
+        group = groups[match.group(1) if match else "other"]
+        group[0] += 1
+        group[1] += numel
+        group[2] += nnz
+    order = sorted(groups, key=lambda layer: (not layer.isdigit(), int(layer) if layer.isdigit() else 0))
+    return [
+        {"layer": layer, "tensors": groups[layer][0], "numel": groups[layer][1], "nnz": groups[layer][2],
+         "sparsity": 1 - groups[layer][2] / groups[layer][1] if groups[layer][1] else 0.0}
+        for layer in order
+    ]

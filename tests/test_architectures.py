@@ -70,3 +70,17 @@ def test_sparsity_report_counts():
     as_dict = report.to_dict()
     assert as_dict["prunable_zeros"] == 512 and len(as_dict["tensors"]) == 12
     assert "prunable_sparsity=" in str(report)
+
+
+def test_sparsity_by_layer_groups_in_block_order():
+    from optimum_spd.report import sparsity_by_layer
+
+    rows = sparsity_by_layer([
+        ("bert.encoder.layer.10.output.dense.weight", 100, 10),
+        ("bert.encoder.layer.2.attention.self.query.weight", 50, 25),
+        ("bert.encoder.layer.2.output.dense.weight", 50, 0),
+        ("classifier.weight", 4, 4),
+    ])
+    assert [row["layer"] for row in rows] == ["2", "10", "other"]
+    assert rows[0] == {"layer": "2", "tensors": 2, "numel": 100, "nnz": 25, "sparsity": 0.75}
+    assert rows[1]["sparsity"] == pytest.approx(0.9) and rows[2]["sparsity"] == 0.0

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-from collections import defaultdict
 
 import torch
 from transformers.utils import cached_file
@@ -13,11 +11,8 @@ from transformers.utils import cached_file
 from ..modeling.compressed import resolve_weight_files
 from ..modeling.conversion import compress, decompress, load_dense_model
 from ..modeling.registry import MODEL_CLASSES
-from ..report import sparsity_report
+from ..report import sparsity_by_layer, sparsity_report
 from ..serialization.format import dense_nbytes, validate_sparsity_config
-
-_LAYER_INDEX = re.compile(r"\.(\d+)\.")
-
 
 def _megabytes(size: float) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
@@ -65,16 +60,11 @@ def info(path: str, show_tensors: bool = False, as_json: bool = False, **hub_kwa
     if as_json:
         print(json.dumps(summary, indent=2))
         return 0
-    layers: dict[str, list[dict]] = defaultdict(list)
-    for tensor in summary["tensors"]:
-        match = _LAYER_INDEX.search(tensor["name"])
-        layers[match.group(1) if match else "-"].append(tensor)
+    layers = sparsity_by_layer((t["name"], t["shape"][0] * t["shape"][1], t["nnz"]) for t in summary["tensors"])
     print(f"{summary['path']}  (model_type {summary['model_type']})")
     print(f"{'layer':>5}  {'tensors':>7}  {'weights':>12}  {'non-zero':>10}  {'sparsity':>8}")
-    for layer, tensors in sorted(layers.items(), key=lambda item: (not item[0].isdigit(), int(item[0]) if item[0].isdigit() else 0)):
-        numel = sum(t["shape"][0] * t["shape"][1] for t in tensors)
-        nnz = sum(t["nnz"] for t in tensors)
-        print(f"{layer:>5}  {len(tensors):>7}  {numel:>12,}  {nnz:>10,}  {1 - nnz / numel:>8.4f}")
+    for row in layers:
+        print(f"{row['layer']:>5}  {row['tensors']:>7}  {row['numel']:>12,}  {row['nnz']:>10,}  {row['sparsity']:>8.4f}")
     if show_tensors:
         for t in summary["tensors"]:
             print(f"  {t['name']}  {'x'.join(map(str, t['shape']))}  {t['encoding']}  nnz={t['nnz']:,}  sparsity={t['sparsity']:.4f}")

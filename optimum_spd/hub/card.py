@@ -11,12 +11,12 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..report import sparsity_by_layer
 from ..serialization.format import dense_nbytes, validate_sparsity_config
 
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")
@@ -24,7 +24,6 @@ PLOT_NAME = "spd_training.png"
 RUN_INFO_NAME = "spd_run.json"
 CARD_TAGS = ["sparse", "pruning", "distillation", "spd", "optimum-spd"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_LAYER_INDEX = re.compile(r"\.(\d+)\.")
 _METRIC_NAMES = {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "precision", "recall", "exact_match"}
 
 
@@ -81,16 +80,12 @@ def collect_card_context(folder: str) -> dict[str, Any]:
     if config is None or "sparsity_config" not in config:
         raise ValueError(f"{folder} is not a compressed SPD checkpoint (no sparsity_config in config.json).")
     block = validate_sparsity_config(config["sparsity_config"], source=os.path.join(folder, "config.json"))
-    layers: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    tensors = []
-    for name, entry in block["tensors"].items():
-        numel = entry["shape"][0] * entry["shape"][1]
-        match = _LAYER_INDEX.search(name)
-        layer = layers[match.group(1) if match else "other"]
-        layer[0] += numel
-        layer[1] += entry["nnz"]
-        tensors.append({"name": name, "shape": "x".join(map(str, entry["shape"])), "encoding": entry["encoding"],
-                        "sparsity": 1 - entry["nnz"] / numel})
+    tensors = [
+        {"name": name, "shape": "x".join(map(str, entry["shape"])), "encoding": entry["encoding"],
+         "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1])}
+        for name, entry in block["tensors"].items()
+    ]
+    layers = sparsity_by_layer((name, e["shape"][0] * e["shape"][1], e["nnz"]) for name, e in block["tensors"].items())
     stored_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors"))
     dense_bytes = dense_nbytes(block)
     run = _read_json(folder, RUN_INFO_NAME) or {}
@@ -104,8 +99,7 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         "base_model_type": block["base_model_type"],
         "sparsity": block,
         "storage_dtype": block["storage_dtype"] or block["dtype"],
-        "layers": [{"layer": key, "numel": numel, "nnz": nnz, "sparsity": 1 - nnz / numel}
-                   for key, (numel, nnz) in sorted(layers.items(), key=lambda item: (not item[0].isdigit(), int(item[0]) if item[0].isdigit() else 0))],
+        "layers": layers,
         "tensors": tensors,
         "encodings": sorted({tensor["encoding"] for tensor in tensors}),
         "stored_mb": stored_bytes / 1e6,
