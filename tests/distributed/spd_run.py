@@ -80,6 +80,11 @@ def main():
             json.dump({"world_size": world_size, "ranks": gathered, "losses": losses,
                        "final_weights": digest(list(final.parameters()))}, handle)
     trainer.save_model(os.path.join(options.output_dir, "final"))
+    if world_size > 1:
+        # Leave together: a rank that exits while another is still saving tears gloo's connections down under it
+        # (seen as an occasional SIGABRT at exit).
+        dist.barrier()
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":
