@@ -20,6 +20,7 @@ from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
+from .serialization.checkpoint import write_json_atomically
 from .pruning.schedules import LR_SHAPES, REPLACING_SCHEDULES, SPARSITY_SCHEDULES
 
 SPD_CONFIG_NAME = "spd_config.json"
@@ -95,6 +96,11 @@ class SparseDistillConfig(TrainingArguments):
     attention_distill_weight: float = _spd_field(1.0, "Weight of the attention-map MSE (0 switches it off).")
     logit_distill_weight: float = _spd_field(1.0, "Weight of the soft cross-entropy on logits (0 switches it off).")
     hard_label_weight: float = _spd_field(0.0, "Weight of the gold-label loss (0 = reference: not added).")
+    train_embeddings_and_head: bool = _spd_field(
+        False,
+        "Also train the embeddings, pooler and classifier (default False, as in the reference: only the Transformer "
+        "blocks train and everything else keeps the teacher's values).",
+    )
     save_compressed: bool = _spd_field(
         True, "save_model writes the compressed sparse checkpoint (False: a vanilla dense one with zeros)."
     )
@@ -127,6 +133,11 @@ class SparseDistillConfig(TrainingArguments):
     @property
     def is_attention_distilled(self) -> bool:
         return self.attention_distill_weight > 0
+
+    @property
+    def needs_teacher_outputs(self) -> bool:
+        """Whether any loss term compares with the teacher (False for plain gold-label fine-tuning)."""
+        return bool(self.hidden_distill_weight or self.attention_distill_weight or self.logit_distill_weight)
 
     def _apply_preset(self) -> None:
         if self.preset not in PRESETS:
@@ -198,13 +209,7 @@ class SparseDistillConfig(TrainingArguments):
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Write the recipe to ``save_directory/spd_config.json`` (atomically) and return the file's path."""
         os.makedirs(save_directory, exist_ok=True)
-        path = os.path.join(save_directory, SPD_CONFIG_NAME)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        with open(temporary, "w", encoding="utf-8") as handle:
-            json.dump(self.to_recipe_dict(), handle, indent=2, sort_keys=True)
-            handle.write("\n")
-        os.replace(temporary, path)
-        return path
+        return write_json_atomically(self.to_recipe_dict(), os.path.join(save_directory, SPD_CONFIG_NAME), sort_keys=True)
 
     @classmethod
     def load_recipe(cls, path: str | os.PathLike) -> dict[str, object]:

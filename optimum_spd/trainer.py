@@ -152,11 +152,13 @@ class SPDTrainer(SPDHubMixin, Trainer):
             teacher.set_attn_implementation("eager")
         check_teacher_matches_student(model, teacher)
 
-        # As in the reference code, only the Transformer blocks train: embeddings and head stay the teacher's.
+        # As in the reference code, only the Transformer blocks train by default: embeddings and head stay the
+        # teacher's, so a grafted layer always sees and feeds the representation it was trained for.
         layer_list_name, self.student_layers = find_layer_list(model)
-        for name, param in model.named_parameters():
-            if not name.startswith(f"{layer_list_name}."):
-                param.requires_grad_(False)
+        if not args.train_embeddings_and_head:
+            for name, param in model.named_parameters():
+                if not name.startswith(f"{layer_list_name}."):
+                    param.requires_grad_(False)
         self.masks = PruningMasks(prunable_parameters(model, args.pruning_targets))
         trainable = [param for param in self.masks.parameters.values() if param.requires_grad]
         if not trainable:
@@ -247,8 +249,10 @@ class SPDTrainer(SPDHubMixin, Trainer):
             "output_attentions": bool(weights.attention),
             "return_dict": True,
         }
-        with torch.no_grad():
-            teacher_outputs = self.teacher_model(**features, **output_flags)
+        teacher_outputs = None
+        if self.args.needs_teacher_outputs:  # gold-label-only runs (the GMP baseline) skip the teacher forward
+            with torch.no_grad():
+                teacher_outputs = self.teacher_model(**features, **output_flags)
         step = self.state.global_step
         rate = self.replacing_rate(step)
         decisions = draw_grafting_decisions(len(self.student_layers), rate, self.args.seed, step)

@@ -89,6 +89,33 @@ def test_teacher_placement_and_frozen_parts(spd_args):
     assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.named_parameters())
 
 
+def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args):
+    model = tiny_model()
+    before = {name: param.detach().clone() for name, param in model.named_parameters()}
+    trainer = make_trainer(spd_args, model=model, max_steps=10, target_sparsity=0.5, train_embeddings_and_head=True)
+    teacher_before = {name: param.detach().clone() for name, param in trainer.teacher_model.named_parameters()}
+    trainer.train()
+    for prefix in ("bert.embeddings.word_embeddings", "bert.pooler", "classifier"):
+        changed = [name for name, param in model.named_parameters() if name.startswith(prefix) and not torch.equal(param, before[name])]
+        assert changed, f"{prefix} should train with train_embeddings_and_head=True"
+    assert all(torch.equal(p, teacher_before[n]) for n, p in trainer.teacher_model.named_parameters())
+
+
+def test_gold_label_only_training_skips_the_teacher_forward(spd_args):
+    """The GMP baseline (no distillation term, p = 1) never runs the teacher, yet prunes and trains as usual."""
+    trainer = make_trainer(
+        spd_args, max_steps=8, hidden_distill_weight=0.0, attention_distill_weight=0.0, logit_distill_weight=0.0,
+        hard_label_weight=1.0, replacing_rate=1.0, replacing_schedule="constant",
+    )
+    calls = []
+    handle = trainer.teacher_model.register_forward_hook(lambda *args: calls.append(1))
+    trainer.train()
+    handle.remove()
+    assert calls == []
+    assert trainer.masks.measured_sparsity() == pytest.approx(0.8, abs=1e-3)
+    assert [entry for entry in trainer.state.log_history if "loss_hard_label" in entry]
+
+
 def test_evaluation_runs_the_student_only(spd_args):
     trainer = make_trainer(spd_args, max_steps=4)
     trainer.train()

@@ -18,10 +18,8 @@ import json
 import logging
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
-import numpy as np
 import transformers
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import (
@@ -29,14 +27,13 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    Trainer,
-    TrainingArguments,
     set_seed,
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
-from optimum_spd.data import GLUE_TASKS, load_glue, load_glue_metric, tokenize_pairs
+from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_pairs
 from optimum_spd.hub import license_of
+from optimum_spd.teacher import fine_tune_teacher, teacher_training_arguments
 
 logger = logging.getLogger(__name__)
 
@@ -107,60 +104,6 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
     return raw, is_regression, num_labels
 
 
-def build_compute_metrics(data_args: DataTrainingArguments, is_regression: bool):
-    # Custom files are scored like a GLUE task of the same kind: accuracy, or Pearson/Spearman for regression.
-    metric = load_glue_metric(data_args.task_name or ("stsb" if is_regression else "sst2"))
-
-    def compute_metrics(prediction):
-        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
-        predictions = np.squeeze(logits) if is_regression else np.argmax(logits, axis=1)
-        return metric.compute(predictions=predictions, references=prediction.label_ids)
-
-    return compute_metrics
-
-
-def fine_tune_teacher(model_args, spd_args, datasets, collator, tokenizer, compute_metrics, num_labels):
-    """Fine-tune the dense teacher with a plain Trainer; returns the model and its evaluation metrics."""
-    model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir
-    )
-    teacher_dir = os.path.join(spd_args.output_dir, "teacher")
-    teacher_args = TrainingArguments(
-        output_dir=teacher_dir,
-        learning_rate=model_args.teacher_learning_rate,
-        num_train_epochs=model_args.teacher_num_train_epochs,
-        per_device_train_batch_size=spd_args.per_device_train_batch_size,
-        per_device_eval_batch_size=spd_args.per_device_eval_batch_size,
-        train_sampling_strategy=spd_args.train_sampling_strategy,
-        warmup_steps=spd_args.warmup_steps,
-        weight_decay=spd_args.weight_decay,
-        seed=spd_args.seed,
-        logging_steps=spd_args.logging_steps,
-        eval_strategy="epoch",
-        save_strategy="no",
-        report_to=spd_args.report_to,
-        use_cpu=spd_args.use_cpu,
-        bf16=spd_args.bf16,
-        fp16=spd_args.fp16,
-    )
-    trainer = Trainer(
-        model=model,
-        args=teacher_args,
-        train_dataset=datasets["train"],
-        eval_dataset=datasets["validation"],
-        data_collator=collator,
-        processing_class=tokenizer,
-        compute_metrics=compute_metrics,
-    )
-    started = time.perf_counter()
-    trainer.train()
-    seconds = time.perf_counter() - started
-    metrics = trainer.evaluate()
-    trainer.save_model(teacher_dir)
-    metrics["teacher_train_seconds"] = seconds
-    return model, metrics
-
-
 def main():
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SparseDistillConfig))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -188,15 +131,24 @@ def main():
         fn_kwargs={"tokenizer": tokenizer, "max_length": data_args.max_seq_length},
     )
     collator = DataCollatorWithPadding(tokenizer)
-    compute_metrics = build_compute_metrics(data_args, is_regression)
+    # Custom files are scored like a GLUE task of the same kind: accuracy, or Pearson/Spearman for regression.
+    compute_metrics = glue_compute_metrics(data_args.task_name or ("stsb" if is_regression else "sst2"), is_regression)
 
     results: dict[str, object] = {"task": data_args.task_name, "num_train_rows": datasets["train"].num_rows}
     teacher_metrics = None
     if spd_args.teacher_model_name_or_path:
         teacher = AutoModelForSequenceClassification.from_pretrained(spd_args.teacher_model_name_or_path)
     else:
-        teacher, teacher_metrics = fine_tune_teacher(
-            model_args, spd_args, datasets, collator, tokenizer, compute_metrics, num_labels
+        teacher = AutoModelForSequenceClassification.from_pretrained(
+            model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir
+        )
+        teacher_args = teacher_training_arguments(
+            spd_args, os.path.join(spd_args.output_dir, "teacher"),
+            model_args.teacher_learning_rate, model_args.teacher_num_train_epochs,
+        )
+        teacher_metrics = fine_tune_teacher(
+            teacher, teacher_args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
+            data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
         )
 
     # The student starts as an exact copy of the fine-tuned teacher (SPDTrainer keeps the teacher frozen).

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import evaluate
+import numpy as np
 from datasets import ClassLabel, DatasetDict, Value, load_dataset
 
 METRIC_SCRIPT = str(Path(__file__).with_name("glue_metric.py"))
@@ -100,3 +101,21 @@ def tokenize_pairs(examples: dict, tokenizer, max_length: int) -> dict:
 def load_glue_metric(task_name: str, **kwargs) -> evaluate.EvaluationModule:
     """The GLUE metric of ``task_name`` through the ``evaluate`` API, from a local module (works offline)."""
     return evaluate.load(METRIC_SCRIPT, task_name, **kwargs)
+
+
+def glue_compute_metrics(task_name: str, is_regression: bool | None = None):
+    """A ``compute_metrics`` for ``Trainer`` scoring predictions with the GLUE metric of ``task_name``.
+
+    Classification logits are arg-maxed; a single regression output is squeezed. ``is_regression`` defaults to the
+    task's own kind (pass it for custom files scored like a GLUE task).
+    """
+    if is_regression is None:
+        is_regression = GLUE_TASKS[task_name].is_regression
+    metric = load_glue_metric(task_name)
+
+    def compute_metrics(prediction) -> dict[str, float]:
+        logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions
+        predictions = np.squeeze(logits, axis=-1) if is_regression else np.argmax(logits, axis=-1)
+        return metric.compute(predictions=predictions, references=prediction.label_ids)
+
+    return compute_metrics

@@ -17,6 +17,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..report import sparsity_by_layer
+from ..serialization.checkpoint import write_json_atomically
 from ..serialization.format import dense_nbytes, validate_sparsity_config
 
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")
@@ -168,9 +169,7 @@ def render_model_card(
 
 def write_run_info(folder: str, info: dict) -> None:
     """Write ``spd_run.json``: what a run knows that the checkpoint files do not (teacher, dataset, timings)."""
-    with open(os.path.join(folder, RUN_INFO_NAME), "w", encoding="utf-8") as handle:
-        json.dump(info, handle, indent=2, sort_keys=True, default=str)
-        handle.write("\n")
+    write_json_atomically(info, os.path.join(folder, RUN_INFO_NAME), sort_keys=True, default=str)
 
 
 def license_of(model_path: str | None) -> str | None:

@@ -28,6 +28,16 @@ WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 _MODEL_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model", "config.json")
 
 
+def write_json_atomically(payload: object, path: str | os.PathLike, **dump_options) -> str:
+    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename: never a half-written file."""
+    temporary = f"{path}.tmp-{os.getpid()}"
+    with open(temporary, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, **{"indent": 2, **dump_options})
+        handle.write("\n")
+    os.replace(temporary, path)
+    return str(path)
+
+
 class CompressedCheckpointError(ValueError):
     """A checkpoint file is missing, truncated or inconsistent; the message names the file."""
 

