@@ -58,9 +58,6 @@ class PruningMasks:
             raise ValueError("PruningMasks needs at least one parameter to prune.")
         self.parameters = dict(parameters)
         self.keep = {name: torch.ones_like(param, dtype=torch.bool) for name, param in self.parameters.items()}
-        # The complement of `keep`, cached: the per-step masking would otherwise allocate it for every matrix twice
-        # per optimizer step. Recomputed only where `keep` changes (update, load_state_dict).
-        self._pruned = {name: ~keep for name, keep in self.keep.items()}
         self.sparsity = 0.0  # the target the masks were last computed for
 
     @torch.no_grad()
@@ -78,7 +75,6 @@ class PruningMasks:
             new_keep = torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
             new_keep[torch.topk(scores, keep_count, sorted=False).indices] = True
             keep &= new_keep.view_as(keep)
-            self._pruned[name] = ~keep
         self.sparsity = sparsity
         self.apply_to_weights()
 
@@ -86,14 +82,14 @@ class PruningMasks:
     def apply_to_weights(self) -> None:
         """Zero every pruned weight in place."""
         for name, param in self.parameters.items():
-            param.masked_fill_(self._pruned[name], 0)
+            param.masked_fill_(~self.keep[name], 0)
 
     @torch.no_grad()
     def apply_to_gradients(self) -> None:
         """Zero the gradient of every pruned weight so the optimizer never sees a signal there."""
         for name, param in self.parameters.items():
             if param.grad is not None:
-                param.grad.masked_fill_(self._pruned[name], 0)
+                param.grad.masked_fill_(~self.keep[name], 0)
 
     @torch.no_grad()
     def apply_to_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
@@ -101,7 +97,7 @@ class PruningMasks:
         for name, param in self.parameters.items():
             for value in optimizer.state.get(param, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.masked_fill_(self._pruned[name], 0)
+                    value.masked_fill_(~self.keep[name], 0)
 
     def measured_sparsity(self) -> float:
         """Fraction of zeros over all targeted weights, measured on the weights themselves."""
@@ -113,7 +109,7 @@ class PruningMasks:
         """Number of pruned positions that are not exactly zero, per weight (empty when the invariant holds)."""
         found = {}
         for name, param in self.parameters.items():
-            count = int((param.detach()[self._pruned[name]] != 0).sum())
+            count = int((param.detach()[~self.keep[name]] != 0).sum())
             if count:
                 found[name] = count
         return found
@@ -139,5 +135,4 @@ class PruningMasks:
             if keep.shape != param.shape:
                 raise ValueError(f"saved mask for {name} has shape {tuple(keep.shape)}, weight has {tuple(param.shape)}.")
             self.keep[name] = keep.to(param.device)
-            self._pruned[name] = ~self.keep[name]
         self.sparsity = float(state["sparsity"][0])
