@@ -23,6 +23,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 
+import torch
 import transformers
 from datasets import ClassLabel, DatasetDict, load_dataset
 from transformers import (
@@ -36,6 +37,7 @@ from transformers import (
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.hub import license_of
+from optimum_spd.serialization import write_json_atomically
 from optimum_spd.teacher import (
     DEFAULT_BASE_MODEL_ID,
     default_base_model_path,
@@ -175,9 +177,14 @@ def main():
         dataset="glue" if data_args.task_name else None, dataset_tags="nyu-mll/glue", dataset_args=data_args.task_name,
         finetuned_from=model_args.base_model_id, license=license_of(model_args.model_name_or_path),
     )
-    with open(os.path.join(spd_args.output_dir, "all_results.json"), "w") as handle:
-        json.dump(results, handle, indent=2, default=str)
+    if trainer.is_world_process_zero():
+        write_json_atomically(results, os.path.join(spd_args.output_dir, "all_results.json"), default=str)
     logger.info("results: %s", json.dumps(results, indent=2, default=str))
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        # Leave together, then tear the process group down while the interpreter is fully alive: torch reports
+        # exit-time aborts of gloo's threads when it is left to interpreter shutdown (pytorch/pytorch#190489).
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
