@@ -42,6 +42,11 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     assert paper.replacing_rate < 1 and paper.replacing_schedule == "linear"
     assert reference.replacing_schedule == "constant" and reference.replacing_rate == 0.8
     assert isinstance(paper, SparseDistillConfig)
+    # The ablations move SPD towards the GMP baselines one field at a time.
+    all_params, all_params_gold = configs["spd_paper_all_params"], configs["spd_paper_all_params_gold"]
+    assert all_params.train_embeddings_and_head and not paper.train_embeddings_and_head
+    assert all_params.hard_label_weight == paper.hard_label_weight == 0 and all_params_gold.hard_label_weight == 1
+    assert all_params.replacing_rate == all_params_gold.replacing_rate == paper.replacing_rate
 
 
 def fake_result(method: str, accuracy: float) -> dict:
