@@ -259,11 +259,13 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    sparsities = sorted({r["sparsity"] for r in results})
+    sparsities = sorted({r["sparsity"] for r in results if r["method"] in METHODS})  # a panel per trained sparsity
     figure, axes = plt.subplots(1, len(sparsities), figsize=(6.5 * len(sparsities), 4.2), squeeze=False,
                                 constrained_layout=True)
     colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
     for axis, sparsity in zip(axes[0], sparsities):
+        for floor in (r for r in results if r["sparsity"] == sparsity and r["method"] == ONE_SHOT):
+            axis.axhline(floor["final"]["eval_loss"], color="grey", linestyle=":", label=f"{METHOD_LABELS[ONE_SHOT]} eval")
         for result in (r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS):
             colour, label = colours[result["method"]], METHOD_LABELS[result["method"]]
             train = [(e["step"], e["loss_hard_label"]) for e in result["log_history"] if "loss_hard_label" in e]
@@ -285,7 +287,7 @@ def write_report(results_dir: str) -> str:
     table = results_table(results)
     with open(os.path.join(results_dir, "glue.md"), "w") as handle:
         handle.write("# GLUE benchmark results (benchmarks/glue.py)\n\n" + table + "\n")
-    for task in sorted({r["task"] for r in results}):
+    for task in sorted({r["task"] for r in results if r["method"] in METHODS}):
         plot_task(task, [r for r in results if r["task"] == task], os.path.join(results_dir, f"glue_{task}.png"))
     return table
 
