@@ -169,18 +169,14 @@ def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, data
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
-    final = trainer.evaluate()
-    report = sparsity_report(student, targets=trainer.masks.parameters)
-    result = {
-        "task": task, "sparsity": sparsity, "method": method, "config": METHODS[method],
-        "budget": asdict(budget), "learning_rate": cli.learning_rate, "seed": cli.seed,
-        "num_train_rows": datasets["train"].num_rows, "num_eval_rows": datasets["validation"].num_rows,
-        "optimizer_steps": trainer.state.global_step, "final": final,
-        "prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
+    result = run_record(
+        task, sparsity, method, budget, datasets, cli, final=trainer.evaluate(),
+        report=sparsity_report(student, targets=trainer.masks.parameters),
+        config=METHODS[method], learning_rate=cli.learning_rate, num_train_rows=datasets["train"].num_rows,
+        optimizer_steps=trainer.state.global_step, log_history=trainer.state.log_history,
         # Seconds of this process; a resumed run counts only its resumed part (flagged by resumed_from).
-        "train_seconds": seconds, "stage_seconds": trainer.stage_seconds, "resumed_from": checkpoint,
-        "log_history": trainer.state.log_history, "machine": machine_facts(),
-    }
+        train_seconds=seconds, stage_seconds=trainer.stage_seconds, resumed_from=checkpoint,
+    )
     for leftover in os.listdir(output_dir):  # checkpoints are only for resuming: the JSON holds the result
         if leftover.startswith("checkpoint-"):
             shutil.rmtree(os.path.join(output_dir, leftover))
@@ -197,12 +193,21 @@ def run_one_shot(task: str, sparsity: float, budget: TaskBudget, datasets, token
     args = run_config(os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)), sparsity, "gmp", budget, cli)
     final = Trainer(model=model, args=args, eval_dataset=datasets["validation"], processing_class=tokenizer,
                     data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics).evaluate()
-    report = sparsity_report(model, targets=masks.parameters)
+    return run_record(
+        task, sparsity, ONE_SHOT, budget, datasets, cli, final=final,
+        report=sparsity_report(model, targets=masks.parameters),
+        config={}, optimizer_steps=0, log_history=[], train_seconds=0.0, resumed_from=None,
+    )
+
+
+def run_record(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, cli, final: dict, report,
+               **run_facts) -> dict:
+    """The JSON of one result (what the table and plots read), plus the facts only some runs have."""
     return {
-        "task": task, "sparsity": sparsity, "method": ONE_SHOT, "config": {}, "budget": asdict(budget),
-        "seed": cli.seed, "num_eval_rows": datasets["validation"].num_rows, "optimizer_steps": 0, "final": final,
+        "task": task, "sparsity": sparsity, "method": method, "budget": asdict(budget), "seed": cli.seed,
+        "num_eval_rows": datasets["validation"].num_rows, "final": final,
         "prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
-        "train_seconds": 0.0, "resumed_from": None, "log_history": [], "machine": machine_facts(),
+        **run_facts, "machine": machine_facts(),
     }
 
 

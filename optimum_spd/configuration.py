@@ -182,7 +182,7 @@ class SparseDistillConfig(TrainingArguments):
             )
         if self.target_sparsity > 0 and self.replacing_rate == 0 and self.replacing_schedule == "constant":
             fail("replacing_rate", "with replacing_schedule='constant' and p=0 the student is never trained.")
-        if not (self.hidden_distill_weight or self.attention_distill_weight or self.logit_distill_weight or self.hard_label_weight):
+        if not (self.needs_teacher_outputs or self.hard_label_weight):
             raise ValueError("SparseDistillConfig: every loss weight is 0, so nothing would be trained. Set at least one.")
         if self.compressed_storage_dtype not in (None, "float16", "bfloat16"):
             fail("compressed_storage_dtype", "use None (the model's dtype), 'float16' or 'bfloat16'.")
