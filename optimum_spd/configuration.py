@@ -38,6 +38,8 @@ PRESETS: dict[str, dict[str, object]] = {
         "stage_1_end": 0.5,
         "stage_2_end": 2 / 3,
         "num_pruning_events": 11,
+        "step_unsampled_layers": True,
+        "regression_distill_target": "gold",
     },
     # What the released code's README command does: p constant at 0.8 for the whole run (never reaches 1),
     # 11 cubic events over the first half, LR restart at half time.
@@ -49,8 +51,11 @@ PRESETS: dict[str, dict[str, object]] = {
         "stage_1_end": 0.5,
         "stage_2_end": 0.5,
         "num_pruning_events": 11,
+        "step_unsampled_layers": True,
+        "regression_distill_target": "gold",
     },
 }
+REGRESSION_DISTILL_TARGETS = ("gold", "teacher")
 
 
 def _spd_field(default, help_text: str, **metadata):
@@ -82,6 +87,13 @@ class SparseDistillConfig(TrainingArguments):
     replacing_schedule: str | None = _spd_field(
         None, "'linear' (ramp to 1 across stage II) or 'constant' (reference behaviour).", choices=REPLACING_SCHEDULES
     )
+    step_unsampled_layers: bool | None = _spd_field(
+        None,
+        "Give every student parameter that already has optimizer state but no gradient in a step (its layer was not "
+        "grafted) a zero gradient, so AdamW still moves it on its momentum, as the reference does (torch 1.x "
+        "zero_grad kept zero tensors). False: layers that were not drawn stay still (torch 2 / transformers 5 clear "
+        "gradients to None and AdamW skips them).",
+    )
     lr_restart: bool = _spd_field(True, "Restart the learning-rate schedule at the start of stage II.")
     pruning_targets: list[str] | None = _spd_field(
         None,
@@ -95,7 +107,18 @@ class SparseDistillConfig(TrainingArguments):
     hidden_distill_weight: float = _spd_field(1.0, "Weight of the hidden-state MSE (0 switches it off).")
     attention_distill_weight: float = _spd_field(1.0, "Weight of the attention-map MSE (0 switches it off).")
     logit_distill_weight: float = _spd_field(1.0, "Weight of the soft cross-entropy on logits (0 switches it off).")
-    hard_label_weight: float = _spd_field(0.0, "Weight of the gold-label loss (0 = reference: not added).")
+    regression_distill_target: str | None = _spd_field(
+        None,
+        "What the logit term of a one-output (regression) head is matched to: 'gold' (the reference: MSE to the gold "
+        "score, so labels are required) or 'teacher' (MSE to the teacher's prediction). Classification always "
+        "distils the teacher's soft labels.",
+        choices=REGRESSION_DISTILL_TARGETS,
+    )
+    hard_label_weight: float = _spd_field(
+        0.0,
+        "Weight of the gold-label task loss (0 = the reference, which adds none: its regression logit term already "
+        "is the gold MSE, see regression_distill_target).",
+    )
     train_embeddings_and_head: bool = _spd_field(
         False,
         "Also train the embeddings, pooler and classifier (default False, as in the reference: only the Transformer "
@@ -171,6 +194,10 @@ class SparseDistillConfig(TrainingArguments):
             fail("sparsity_schedule", f"use one of {SPARSITY_SCHEDULES}.")
         if self.replacing_schedule not in REPLACING_SCHEDULES:
             fail("replacing_schedule", f"use one of {REPLACING_SCHEDULES}.")
+        if self.regression_distill_target not in REGRESSION_DISTILL_TARGETS:
+            fail("regression_distill_target", f"use one of {REGRESSION_DISTILL_TARGETS}.")
+        if not isinstance(self.step_unsampled_layers, bool):
+            fail("step_unsampled_layers", "it must be True or False.")
         if isinstance(self.num_pruning_events, bool) or not isinstance(self.num_pruning_events, int) or self.num_pruning_events < 1:
             fail("num_pruning_events", "it must be an integer >= 1.")
         if not self.pruning_start < self.pruning_end or not self.pruning_end <= self.stage_1_end <= self.stage_2_end:

@@ -66,10 +66,23 @@ def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tenso
 
 
 def logit_distillation_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor | None,
+    temperature: float,
+    labels: torch.Tensor | None = None,
+    regression_target: str = "gold",
 ) -> torch.Tensor:
-    """Soft cross-entropy for classification, MSE to the teacher's prediction for regression (one output)."""
+    """The prediction term: soft cross-entropy to the teacher for classification; for regression (one output) the MSE
+    to the gold score (``regression_target="gold"``, the reference's STS-B branch) or to the teacher's prediction."""
     if student_logits.shape[-1] == 1:
+        if regression_target == "gold":
+            if labels is None:
+                raise ValueError(
+                    "the regression logit term matches the gold score (regression_distill_target='gold', the "
+                    "reference behaviour) but this batch has no labels. Fix: give the dataset a float 'labels' "
+                    "column, or set regression_distill_target='teacher'."
+                )
+            return hard_label_loss(student_logits, labels)
         return F.mse_loss(student_logits.float(), teacher_logits.float())
     return soft_cross_entropy(student_logits, teacher_logits, temperature)
 
@@ -88,6 +101,7 @@ def distillation_loss(
     temperature: float,
     attention_mask: torch.Tensor | None,
     labels: torch.Tensor | None,
+    regression_target: str = "gold",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Weighted sum of the switched-on terms, and each term's detached value for logging.
 
@@ -100,7 +114,9 @@ def distillation_loss(
     if weights.attention:
         terms["attention"] = masked_attention_mse(student_outputs.attentions, teacher_outputs.attentions, attention_mask)
     if weights.logit:
-        terms["logit"] = logit_distillation_loss(student_outputs.logits, teacher_outputs.logits, temperature)
+        terms["logit"] = logit_distillation_loss(
+            student_outputs.logits, teacher_outputs.logits, temperature, labels, regression_target
+        )
     if labels is not None:
         terms["hard_label"] = hard_label_loss(student_outputs.logits, labels)
     total = student_outputs.logits.new_zeros((), dtype=torch.float32)

@@ -57,6 +57,7 @@ def teacher_training_arguments(
         use_cpu=spd_args.use_cpu,
         bf16=spd_args.bf16,
         fp16=spd_args.fp16,
+        optim=spd_args.optim,
         disable_tqdm=spd_args.disable_tqdm,
     )
     settings.update(overrides)

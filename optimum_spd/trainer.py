@@ -96,6 +96,8 @@ class SPDCallback(TrainerCallback):
                 )
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        if args.step_unsampled_layers:
+            self.trainer.give_zero_gradients_to_idle_parameters()
         self.trainer.masks.apply_to_gradients()
 
     def on_optimizer_step(self, args, state, control, **kwargs):
@@ -235,6 +237,20 @@ class SPDTrainer(SPDHubMixin, Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def give_zero_gradients_to_idle_parameters(self) -> None:
+        """A zero gradient for each parameter the optimizer has stepped before but that got none in this step.
+
+        The reference (torch 1.x) zeroed gradients in place, so a student layer that was not grafted in a step still
+        held a zero tensor and AdamW moved it on its momentum; torch 2 clears gradients to ``None`` and AdamW skips
+        such parameters. Parameters without optimizer state never had a gradient (in the reference they are ``None``
+        too), so they are left alone: the step is then exactly the reference's, weight decay included.
+        """
+        optimizer = getattr(self.optimizer, "optimizer", self.optimizer)  # accelerate wraps the torch optimizer
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is None and param in optimizer.state:
+                    param.grad = torch.zeros_like(param)
+
     # --- loss ----------------------------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -261,8 +277,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
             with grafted(self.student_layers, self.teacher_layers, decisions):
                 student_outputs = model(**features, **output_flags)
         else:
-            # Every layer drew the teacher: no student weight takes part, so the step updates nothing (as in the
-            # reference). Running the unwrapped model without grad keeps DDP out of it: a DDP forward whose
+            # Every layer drew the teacher: no student weight takes part in the loss (with step_unsampled_layers,
+            # AdamW still moves them on their momentum, as in the reference). Running the unwrapped model without grad keeps DDP out of it: a DDP forward whose
             # backward reaches no parameter would leave its reducer waiting. The draws agree on every process.
             with torch.no_grad(), grafted(self.student_layers, self.teacher_layers, decisions):
                 student_outputs = self.accelerator.unwrap_model(model)(**features, **output_flags)
@@ -274,6 +290,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
             self.args.temperature,
             features.get("attention_mask"),
             labels,
+            self.args.regression_distill_target,
         )
         if not torch.isfinite(loss):
             values = {name: float(value) for name, value in terms.items()}
@@ -282,7 +299,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 "this step updated any weight, so the last saved checkpoint is intact. Lower learning_rate, keep "
                 "max_grad_norm > 0, or check the inputs of this batch, then resume from that checkpoint."
             )
-        if not loss.requires_grad:  # the all-teacher step above: backward is a no-op, AdamW skips grad-less weights
+        if not loss.requires_grad:  # the all-teacher step above: backward is a no-op
             loss.requires_grad_(True)
         for name, value in terms.items():
             self._loss_term_sums[name] = self._loss_term_sums.get(name, 0) + value.double()

@@ -28,9 +28,9 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     budget = glue_benchmark.BUDGETS["mrpc"]
 
     class Cli:
-        learning_rate, seed = 1e-4, 42
+        bf16, optim = False, "adamw_torch"
 
-    configs = {m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli) for m in glue_benchmark.METHODS}
+    configs = {m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli, 1e-4, 42) for m in glue_benchmark.METHODS}
     schedule_fields = ("pruning_start", "pruning_end", "stage_1_end", "num_pruning_events", "sparsity_schedule",
                        "learning_rate", "num_train_epochs", "per_device_train_batch_size", "seed", "lr_restart")
     for field in schedule_fields:
@@ -47,23 +47,37 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     assert all_params.train_embeddings_and_head and not paper.train_embeddings_and_head
     assert all_params.hard_label_weight == paper.hard_label_weight == 0 and all_params_gold.hard_label_weight == 1
     assert all_params.replacing_rate == all_params_gold.replacing_rate == paper.replacing_rate
+    # SPD runs with the reference's behaviours; the no-fidelity ablation undoes exactly those two; GMP+KD distils
+    # regression to the teacher (its gold signal is the label term).
+    no_fidelity = configs["spd_paper_no_fidelity"]
+    assert paper.step_unsampled_layers and paper.regression_distill_target == "gold"
+    assert not no_fidelity.step_unsampled_layers and no_fidelity.regression_distill_target == "teacher"
+    assert gmp_kd.regression_distill_target == "teacher"
+    differing = {f for f in glue_benchmark.SparseDistillConfig.recipe_field_names()
+                 if getattr(paper, f) != getattr(no_fidelity, f) and f != "output_dir"}
+    assert differing == {"step_unsampled_layers", "regression_distill_target"}
 
 
-def fake_result(method: str, accuracy: float) -> dict:
-    history = [{"step": 10, "loss_hard_label": 0.6}, {"step": 20, "loss_hard_label": 0.4},
-               {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy}]
-    return {"task": "mrpc", "sparsity": 0.8, "method": method, "teacher": {"eval_accuracy": 0.806, "eval_f1": 0.867},
+def fake_result(method: str, accuracy: float, seed: int = 42, best: float | None = None) -> dict:
+    history = [{"step": 10, "loss_hard_label": 0.6}, {"step": 10, "eval_loss": 0.6, "eval_accuracy": best or accuracy},
+               {"step": 20, "loss_hard_label": 0.4}, {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy}]
+    return {"task": "mrpc", "sparsity": 0.8, "method": method, "learning_rate": 1e-4, "seed": seed,
+            "teacher": {"eval_accuracy": 0.806, "eval_f1": 0.867},
             "final": {"eval_accuracy": accuracy, "eval_f1": 0.81, "eval_loss": 0.7}, "prunable_sparsity": 0.8,
             "global_sparsity": 0.37, "train_seconds": 100.0, "resumed_from": None, "optimizer_steps": 20,
             "log_history": history}
 
 
 def test_results_table_and_plot(glue_benchmark, tmp_path):
-    results = [fake_result("spd_paper", 0.75), fake_result("gmp", 0.70)]
+    results = [fake_result("spd_paper", 0.75, seed=0, best=0.80), fake_result("spd_paper", 0.71, seed=1),
+               fake_result("gmp", 0.70)]
     table = glue_benchmark.results_table(results).splitlines()
     assert len(table) == 4
     assert "| GMP |" in table[2] and "| SPD (paper) |" in table[3]  # methods in their fixed order
-    assert "80.6/86.7" in table[2] and "70.0/81.0" in table[2] and "-10.6" in table[2] and "| 0.400 |" in table[2]
+    assert "80.6/86.7" in table[2] and "70.0 ± – / 81.0 ± –" in table[2] and "-10.6" in table[2]
+    assert "| 0.400 |" in table[2]
+    # Two seeds: mean ± sample std of the last evaluation is the headline; the best-of-run mean stands beside it.
+    assert "| 0,1 |" in table[3] and "73.0 ± 2.8" in table[3] and "| 75.5 |" in table[3]
     path = tmp_path / "mrpc.png"
     glue_benchmark.plot_task("mrpc", results, str(path))
     assert path.read_bytes().startswith(b"\x89PNG")
@@ -76,7 +90,7 @@ def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tm
     tokenizer = tiny_tokenizer(str(tmp_path / "tokenizer"))
 
     class Cli:
-        learning_rate, seed, work_dir = 1e-4, 42, str(tmp_path / "work")
+        bf16, optim, work_dir = False, "adamw_torch", str(tmp_path / "work")
 
     result = glue_benchmark.run_one_shot(
         task="mrpc", sparsity=0.75, budget=glue_benchmark.BUDGETS["mrpc"], datasets={"validation": tiny_dataset(16)},
@@ -91,3 +105,13 @@ def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tm
     result["teacher"] = {"eval_accuracy": 0.8, "eval_f1": 0.85}
     row = glue_benchmark.results_table([result]).splitlines()[2]
     assert "| one-shot, no training |" in row and "| 75% |" in row
+
+
+def test_tuned_learning_rate_is_the_best_grid_run_of_the_tuning_seed(glue_benchmark):
+    grid = []
+    for rate, accuracy in ((1e-4, 0.70), (3e-4, 0.74), (6.4e-4, 0.72)):
+        grid.append({**fake_result("gmp_kd", accuracy, seed=0), "learning_rate": rate})
+    grid.append({**fake_result("gmp_kd", 0.99, seed=1), "learning_rate": 6.4e-4})  # another seed: not tuning data
+    assert glue_benchmark.tuned_learning_rate(grid, "mrpc", 0.8, "gmp_kd", seed=0) == 3e-4
+    with pytest.raises(SystemExit, match="grid"):
+        glue_benchmark.tuned_learning_rate(grid, "mrpc", 0.8, "spd_paper", seed=0)
