@@ -18,6 +18,10 @@ which has no allocator peak to reset, a child process runs one turn of one confi
 resident memory sampled during ``train()`` minus the resident memory just before it (models already loaded).
 
 Prints one table and writes ``benchmarks/results/cost.json``.
+
+``--profile STAGE`` instead runs ``torch.profiler`` over ``--steps`` steps of that configuration in each precision
+(after one untimed warm-up turn) and prints where the time goes: the operators with the most self CPU time per
+step, fp32 beside bf16 (``benchmarks/results/cost_profile.json``).
 """
 
 from __future__ import annotations
@@ -151,6 +155,36 @@ def time_configurations(cli) -> dict[str, dict]:
     return results
 
 
+def profile_precisions(cli) -> dict[str, dict[str, float]]:
+    """Self CPU milliseconds per optimizer step of every operator, per precision, for ``cli.profile``'s stage."""
+    from torch.profiler import ProfilerActivity, profile
+
+    dataset = fixed_batches_dataset(cli)
+    per_precision: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory() as work_dir:
+        for precision in cli.precisions:
+            trainer, _ = build_trainer(f"{cli.profile}-{precision}", dataset, cli, work_dir)
+            trainer.train()  # warm-up turn: oneDNN kernel selection, optimizer state
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                trainer.train()
+            per_precision[precision] = {
+                event.key: event.self_cpu_time_total / 1000 / cli.steps for event in profiler.key_averages()
+            }
+    return per_precision
+
+
+def print_profile(per_precision: dict[str, dict[str, float]], top: int = 15) -> None:
+    precisions = list(per_precision)
+    totals = {p: sum(per_precision[p].values()) for p in precisions}
+    ranked = sorted({op for ops in per_precision.values() for op in ops},
+                    key=lambda op: -max(per_precision[p].get(op, 0.0) for p in precisions))[:top]
+    print("| operator | " + " | ".join(f"{p} ms/step" for p in precisions) + " |")
+    print("| --- |" + " ---: |" * len(precisions))
+    for op in ranked:
+        print(f"| {op} | " + " | ".join(f"{per_precision[p].get(op, 0.0):.1f}" for p in precisions) + " |")
+    print("| all operators (self CPU) | " + " | ".join(f"{totals[p]:.1f}" for p in precisions) + " |")
+
+
 def child_memory_mib(configuration: str, cli) -> tuple[float, float]:
     """Resident memory (MiB) of a fresh process running one turn of ``configuration``: before training, peak."""
     command = [sys.executable, os.path.abspath(__file__), "--memory_probe", configuration, "--steps", str(cli.steps),
@@ -200,6 +234,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim of every configuration")
     parser.add_argument("--no_memory", action="store_true", help="time only (skip the per-configuration memory probes)")
+    parser.add_argument("--profile", choices=STAGES, help="profile this configuration in each precision instead")
     parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
     cli = parser.parse_args()
     cli.configurations = configuration_names(cli.precisions)
@@ -207,6 +242,14 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     if cli.memory_probe:
         memory_probe(cli.memory_probe, cli)
+        return
+    if cli.profile:
+        per_precision = profile_precisions(cli)
+        path = os.path.join(os.path.dirname(RESULTS), "cost_profile.json")
+        write_json_atomically({"stage": cli.profile, "steps": cli.steps, "batch_size": cli.batch_size,
+                               "optim": cli.optim, "self_cpu_ms_per_step": per_precision}, path)
+        print_profile(per_precision)
+        print(f"\nwrote {path}")
         return
 
     results = time_configurations(cli)

@@ -62,7 +62,7 @@ from optimum_spd.serialization.checkpoint import write_json_atomically
 from optimum_spd.teacher import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TEACHER_LEARNING_RATE, TEACHER_SEED = 1e-4, 42
+TEACHER_LEARNING_RATE, TEACHER_SEED, TEACHER_OPTIM = 1e-4, 42, "adamw_torch_fused"
 
 
 @dataclass(frozen=True)
@@ -124,15 +124,25 @@ def run_name(task: str, sparsity: float, method: str, learning_rate: float | Non
     return f"{name}-lr{learning_rate:.1e}-seed{seed}"
 
 
+def _code_state() -> dict[str, object]:
+    """The commit this process runs, and whether the tree differed from it: taken once, at start-up."""
+    def git(*command: str) -> str:
+        try:
+            return subprocess.run(["git", *command], cwd=HERE, capture_output=True, text=True).stdout.strip()
+        except OSError:
+            return ""
+
+    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "..", ":!runs"))}
+
+
+CODE_STATE = _code_state()
+
+
 def machine_facts() -> dict[str, object]:
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=HERE, capture_output=True, text=True).stdout.strip()
-    except OSError:
-        commit = ""
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
         "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "device": device, "torch": torch.__version__, "transformers": transformers.__version__, "git_commit": commit,
+        "device": device, "torch": torch.__version__, "transformers": transformers.__version__, **CODE_STATE,
     }
 
 
@@ -162,10 +172,11 @@ def ensure_teacher(task: str, budget: TaskBudget, datasets, tokenizer, compute_m
     if os.path.isfile(record_path):
         with open(record_path) as handle:
             return teacher_dir, json.load(handle)
-    # The teacher is the same for every method, rate and seed: always the fp32 recipe at lr 1e-4 and seed 42.
+    # The teacher is the same for every method, rate and seed: always the fp32 recipe at lr 1e-4 and seed 42, with
+    # TrainingArguments' default optimizer (fused AdamW), whatever --bf16/--optim the pruning runs use.
     shared = run_config(teacher_dir, 0.0, "gmp", budget, cli, TEACHER_LEARNING_RATE, TEACHER_SEED)
     args = teacher_training_arguments(shared, teacher_dir, TEACHER_LEARNING_RATE, budget.teacher_epochs,
-                                      bf16=False, optim="adamw_torch")
+                                      bf16=False, optim=TEACHER_OPTIM)
     common = dict(eval_dataset=datasets["validation"], data_collator=DataCollatorWithPadding(tokenizer),
                   processing_class=tokenizer, compute_metrics=compute_metrics)
     if os.path.isfile(os.path.join(teacher_dir, "config.json")):
@@ -388,7 +399,8 @@ def main() -> None:
     parser.add_argument("--tuning_seed", type=int, default=0)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the pruning runs (teachers stay fp32)")
-    parser.add_argument("--optim", default="adamw_torch", help="TrainingArguments.optim of the pruning runs")
+    parser.add_argument("--optim", default="adamw_torch_fused",
+                        help="TrainingArguments.optim of the pruning runs (default: TrainingArguments' own default)")
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")

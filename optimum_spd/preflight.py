@@ -52,8 +52,9 @@ def check_output_dir(output_dir: str, model: nn.Module, save_steps_enabled: bool
         )
 
 
-def check_train_dataset(dataset, num_labels: int) -> None:
-    """Refuse an empty dataset and labels outside ``[0, num_labels)`` (or non-numeric regression targets)."""
+def check_train_dataset(dataset, num_labels: int, gold_labels_needed_by: str | None = None) -> None:
+    """Refuse an empty dataset, labels outside ``[0, num_labels)``, non-numeric regression targets, and a dataset
+    without labels when a loss term needs them (``gold_labels_needed_by`` names the config field that does)."""
     if dataset is None:
         raise ValueError("SPDTrainer.train() needs a train_dataset.")
     try:
@@ -64,9 +65,20 @@ def check_train_dataset(dataset, num_labels: int) -> None:
         raise ValueError("train_dataset is empty: SPD needs training rows to distil on.")
     column = next((name for name in ("labels", "label") if name in getattr(dataset, "column_names", [])), None)
     if column is None:
+        if gold_labels_needed_by is not None and getattr(dataset, "column_names", None) is not None:
+            raise ValueError(
+                f"train_dataset has no 'labels' or 'label' column, but {gold_labels_needed_by} needs the gold labels "
+                "(without them that term would silently be 0). Add the labels, or turn that term off."
+            )
         return
     labels = dataset[column]
     if num_labels == 1:
+        for row, label in enumerate(labels):
+            if isinstance(label, bool) or not isinstance(label, (int, float)):
+                raise ValueError(
+                    f"train_dataset[{row}][{column!r}] = {label!r} is not a number, but the model has num_labels=1 "
+                    "(regression). Convert the scores to float, or load the model with the right num_labels."
+                )
         return
     for row, label in enumerate(labels):
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
@@ -104,3 +116,37 @@ def check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedM
                 "grafts student layer i into teacher position i, so the teacher must be the dense fine-tuned "
                 "version of the same architecture: pass teacher_model=None to use a copy of the student."
             )
+
+
+# Recipe fields that fix what a resumed run computes: a resumed run with another value would silently continue the
+# old schedule with the new one (masks, stages and losses computed from both), so it is refused.
+RESUME_FIXED_FIELDS = (
+    "target_sparsity", "sparsity_schedule", "pruning_start", "pruning_end", "stage_1_end", "stage_2_end",
+    "num_pruning_events", "replacing_rate", "replacing_schedule", "step_unsampled_layers", "lr_restart",
+    "pruning_targets", "temperature", "hidden_distill_weight", "attention_distill_weight", "logit_distill_weight",
+    "regression_distill_target", "hard_label_weight", "train_embeddings_and_head",
+)
+
+
+def check_resumed_recipe(args, checkpoint: str) -> None:
+    """Refuse to resume ``checkpoint`` with a recipe that differs from the one it was saved with."""
+    from .configuration import SPD_CONFIG_NAME
+
+    path = os.path.join(checkpoint, SPD_CONFIG_NAME)
+    if not os.path.isfile(path):
+        return  # checkpoints of older versions carry no recipe; the masks' own checks still apply
+    saved = type(args).load_recipe(path)
+    changed = [
+        f"{name}={getattr(args, name)!r} (checkpoint: {saved[name]!r})"
+        for name in RESUME_FIXED_FIELDS
+        if name in saved and _as_json(getattr(args, name)) != _as_json(saved[name])
+    ]
+    if changed:
+        raise ValueError(
+            f"cannot resume {checkpoint}: the recipe differs from the one it was saved with: {'; '.join(changed)}. "
+            "Resume with the checkpoint's values, or start a new run in another output_dir."
+        )
+
+
+def _as_json(value):
+    return list(value) if isinstance(value, tuple) else value

@@ -35,6 +35,7 @@ from .modeling.compressed import save_compressed
 from .preflight import (
     check_distributed_mode,
     check_output_dir,
+    check_resumed_recipe,
     check_schedule_fits,
     check_teacher_matches_student,
     check_train_dataset,
@@ -96,6 +97,7 @@ class SPDCallback(TrainerCallback):
                 )
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self.trainer.check_gradients_are_finite(state.global_step + 1)
         if args.step_unsampled_layers:
             self.trainer.give_zero_gradients_to_idle_parameters()
         self.trainer.masks.apply_to_gradients()
@@ -237,6 +239,19 @@ class SPDTrainer(SPDHubMixin, Trainer):
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
+    def check_gradients_are_finite(self, step: int) -> None:
+        """Stop before the optimizer step if a gradient is NaN or infinite (a finite loss does not rule that out)."""
+        gradients = [param.grad for param in self.model.parameters() if param.grad is not None]
+        if not gradients or bool(torch.isfinite(torch.stack(torch._foreach_norm(gradients))).all()):
+            return
+        raise FloatingPointError(
+            f"non-finite gradients at optimizer step {step} although the loss was finite; training stopped before "
+            "the optimizer step, so no weight was changed and the last saved checkpoint is intact. Usual causes: "
+            f"temperature={self.args.temperature} too small (1.0 is the reference), learning_rate="
+            f"{self.args.learning_rate} too high, or max_grad_norm={self.args.max_grad_norm} (keep it > 0). Fix the "
+            "field, then resume from that checkpoint."
+        )
+
     def give_zero_gradients_to_idle_parameters(self) -> None:
         """A zero gradient for each parameter the optimizer has stepped before but that got none in this step.
 
@@ -306,6 +321,14 @@ class SPDTrainer(SPDHubMixin, Trainer):
         self._loss_term_count += 1
         return (loss, student_outputs) if return_outputs else loss
 
+    def _field_needing_gold_labels(self, num_labels: int) -> str | None:
+        """The config field whose loss term reads gold labels, if any (it must not silently train on nothing)."""
+        if self.args.hard_label_weight:
+            return f"hard_label_weight={self.args.hard_label_weight}"
+        if num_labels == 1 and self.args.logit_distill_weight and self.args.regression_distill_target == "gold":
+            return "regression_distill_target='gold' (the regression logit term)"
+        return None
+
     def _check_recorded_outputs(self, outputs) -> None:
         expected_layers = len(self.student_layers)
         if self.loss_weights.hidden and len(outputs.hidden_states) != expected_layers + 1:
@@ -344,6 +367,12 @@ class SPDTrainer(SPDHubMixin, Trainer):
         violations = self.masks.violations()
         if violations:
             raise SparsityInvariantError(f"refusing to save: pruned weights are not zero: {violations}.")
+        non_finite = [name for name, param in self.model.named_parameters() if not bool(torch.isfinite(param).all())]
+        if non_finite:
+            raise FloatingPointError(
+                f"refusing to save: {len(non_finite)} parameter(s) hold NaN or inf ({', '.join(non_finite[:3])}); the "
+                "earlier checkpoints are kept as they are. Lower learning_rate and resume from the last one."
+            )
         directory = output_dir if output_dir is not None else self.args.output_dir
         if _internal_call or not self.args.save_compressed:
             super().save_model(directory, _internal_call)
@@ -358,6 +387,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 storage_dtype=self.args.compressed_storage_dtype,
                 min_prunable_sparsity=self.masks.sparsity,
                 add_files=self._write_run_files,
+                overwrite=True,  # the run's own output_dir: Trainer writes there too; only model files are replaced
             )
 
     def _write_run_files(self, directory: str) -> None:
@@ -395,7 +425,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
             checkpoint = get_last_checkpoint(self.args.output_dir)
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
-        check_train_dataset(self.train_dataset, getattr(self.model.config, "num_labels", 2))
+        num_labels = getattr(self.model.config, "num_labels", 2)
+        check_train_dataset(self.train_dataset, num_labels, self._field_needing_gold_labels(num_labels))
         if checkpoint:
+            check_resumed_recipe(self.args, checkpoint)
             self.load_masks(checkpoint)
         return super().train(checkpoint or None, *args, **kwargs)

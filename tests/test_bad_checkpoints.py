@@ -49,8 +49,19 @@ def test_truncated_weights_file(checkpoint):
         load(checkpoint)
 
 
+def consistent_summary(config):
+    """Recompute prunable_sparsity from the per-tensor entries, so only the edited entry itself is wrong."""
+    tensors = config["sparsity_config"]["tensors"].values()
+    numel = sum(entry["shape"][0] * entry["shape"][1] for entry in tensors)
+    config["sparsity_config"]["prunable_sparsity"] = 1 - sum(entry["nnz"] for entry in tensors) / numel
+
+
 def test_wrong_shape_in_metadata(checkpoint):
-    rewrite_config(checkpoint, lambda c: c["sparsity_config"]["tensors"][QUERY].update(shape=[32, 40]))
+    def edit(config):
+        config["sparsity_config"]["tensors"][QUERY].update(shape=[32, 40])
+        consistent_summary(config)
+
+    rewrite_config(checkpoint, edit)
     with pytest.raises(CompressedTensorError, match=rf"model\.safetensors: tensor '{QUERY}' \(bitmask\): bitmask has .* shape"):
         load(checkpoint)
 
@@ -168,3 +179,20 @@ def test_refuses_to_save_below_promised_sparsity(tmp_path):
     with pytest.raises(ValueError, match="below the promised 0.900000"):
         save_compressed(pruned_model(sparsity=0.5), tmp_path / "c", min_prunable_sparsity=0.9)
     assert not (tmp_path / "c").exists()
+
+
+def test_recorded_sparsity_that_the_tensors_contradict_is_refused(checkpoint):
+    # What `info` and the model card show must be measured, not trusted: a hand-raised headline number fails.
+    rewrite_config(checkpoint, lambda c: c["sparsity_config"].update(prunable_sparsity=0.99))
+    with pytest.raises(ValueError, match=r"prunable_sparsity is 0\.99, but the per-tensor nnz counts give"):
+        load(checkpoint)
+
+
+def test_nan_weights_are_refused_on_load(checkpoint):
+    def poison(tensors):
+        name = next(key for key, value in tensors.items() if value.is_floating_point() and "bias" in key)
+        tensors[name][0] = float("nan")
+
+    rewrite_weights(checkpoint, poison)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        load(checkpoint)

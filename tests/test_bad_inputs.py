@@ -111,3 +111,95 @@ def test_missing_teacher_path(spd_args, tmp_path):
     with pytest.raises(OSError, match="missing-teacher"):
         SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=str(tmp_path / "missing-teacher"),
                    train_dataset=tiny_dataset())
+
+
+def test_nan_gradients_with_a_finite_loss_stop_before_the_step_and_name_the_field(spd_args, tmp_path):
+    trainer = trainer_for(spd_args, temperature=1e-40, max_steps=6, save_strategy="steps", save_steps=1)
+    before = {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
+    with pytest.raises(FloatingPointError, match=r"non-finite gradients at optimizer step \d+ .*temperature=1e-40"):
+        trainer.train()
+    assert all(bool(torch.isfinite(param).all()) for param in trainer.model.parameters())
+    # Every checkpoint on disk holds finite weights: the step that would have broken them never ran.
+    from safetensors.torch import load_file
+
+    for entry in os.listdir(trainer.args.output_dir):
+        if entry.startswith("checkpoint-"):
+            weights = load_file(os.path.join(trainer.args.output_dir, entry, "model.safetensors"))
+            assert all(bool(torch.isfinite(tensor).all()) for tensor in weights.values() if tensor.is_floating_point())
+    assert before  # the model had parameters to compare
+
+
+def test_a_model_with_nan_weights_is_never_saved(spd_args, tmp_path):
+    trainer = trainer_for(spd_args, max_steps=4)
+    trainer.train()
+    with torch.no_grad():
+        trainer.model.classifier.bias.fill_(float("nan"))
+    with pytest.raises(FloatingPointError, match="refusing to save: 1 parameter"):
+        trainer.save_model(str(tmp_path / "final"))
+    assert not (tmp_path / "final").exists()
+
+
+def test_resume_with_another_target_sparsity_is_refused(spd_args, tmp_path):
+    output_dir = str(tmp_path / "run")
+    trainer_for(spd_args, output_dir=output_dir, max_steps=4, save_strategy="steps", save_steps=2).train()
+    resumed = trainer_for(spd_args, output_dir=output_dir, max_steps=4, target_sparsity=0.5)
+    with pytest.raises(ValueError, match=r"recipe differs .*target_sparsity=0\.5 \(checkpoint: 0\.8\)"):
+        resumed.train(resume_from_checkpoint=True)
+
+
+def test_gold_label_term_without_labels_is_refused(spd_args):
+    unlabelled = tiny_dataset().remove_columns("labels")
+    with pytest.raises(ValueError, match=r"no 'labels' or 'label' column, but hard_label_weight=1.0 needs"):
+        trainer_for(spd_args, dataset=unlabelled, hard_label_weight=1.0, hidden_distill_weight=0.0,
+                    attention_distill_weight=0.0, logit_distill_weight=0.0).train()
+    # Regression: the reference's logit term is the gold MSE, so it needs labels too.
+    regression = tiny_dataset(num_labels=1).remove_columns("labels")
+    with pytest.raises(ValueError, match="regression_distill_target='gold'"):
+        trainer_for(spd_args, dataset=regression, model=tiny_model(num_labels=1)).train()
+
+
+def test_regression_with_string_labels_is_refused(spd_args):
+    rows = tiny_dataset(8, num_labels=1).to_dict()
+    rows["labels"] = [str(value) for value in rows["labels"]]
+    with pytest.raises(ValueError, match=r"train_dataset\[0\]\['labels'\] = '.*' is not a number.*num_labels=1"):
+        trainer_for(spd_args, dataset=Dataset.from_dict(rows), model=tiny_model(num_labels=1)).train()
+
+
+@pytest.mark.parametrize("repo_id", ["user/..", "..", "a/b/c", "user/x--y"])
+def test_invalid_repo_ids_are_refused_before_any_path_is_built(repo_id, tmp_path, monkeypatch):
+    from optimum_spd.modeling.conversion import compress
+
+    model_dir = tmp_path / "sparse"
+    compress(tiny_model(), model_dir)
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(model_dir)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    with pytest.raises(ValueError, match="not a valid Hub repo id"):
+        model.push_to_hub(repo_id)
+    assert os.listdir(temporary) == [] and sorted(os.listdir(tmp_path)) == ["sparse", "tmp"]
+
+
+def test_cli_atol_must_be_a_finite_non_negative_number(capsys):
+    from optimum_spd.commands.main import main as cli_main
+
+    for bad in ("nan", "-1", "inf", "x"):
+        with pytest.raises(SystemExit):
+            cli_main(["verify", "some/dir", "--atol", bad])
+        assert "--atol" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [["info"], ["verify"], ["decompress", "OUT"], ["card"]])
+def test_cli_missing_local_path_says_no_such_directory(command, capsys, tmp_path):
+    from optimum_spd.commands.main import main as cli_main
+
+    missing = str(tmp_path / "no" / "such")
+    argv = [command[0], missing, *command[1:]]
+    assert cli_main(argv) == 2
+    error = capsys.readouterr().err
+    assert "no such" in error.lower() and missing in error

@@ -28,7 +28,7 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     budget = glue_benchmark.BUDGETS["mrpc"]
 
     class Cli:
-        bf16, optim = False, "adamw_torch"
+        bf16, optim = False, "adamw_torch_fused"
 
     configs = {m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli, 1e-4, 42) for m in glue_benchmark.METHODS}
     schedule_fields = ("pruning_start", "pruning_end", "stage_1_end", "num_pruning_events", "sparsity_schedule",
@@ -90,7 +90,7 @@ def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tm
     tokenizer = tiny_tokenizer(str(tmp_path / "tokenizer"))
 
     class Cli:
-        bf16, optim, work_dir = False, "adamw_torch", str(tmp_path / "work")
+        bf16, optim, work_dir = False, "adamw_torch_fused", str(tmp_path / "work")
 
     result = glue_benchmark.run_one_shot(
         task="mrpc", sparsity=0.75, budget=glue_benchmark.BUDGETS["mrpc"], datasets={"validation": tiny_dataset(16)},

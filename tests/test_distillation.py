@@ -66,7 +66,8 @@ def test_regression_uses_mse_and_switched_off_terms_are_absent():
         teacher = model(**inputs)
         student = type(teacher)(logits=teacher.logits + 0.5)
     labels = torch.tensor(batch["labels"])
-    total, terms = distillation_loss(student, teacher, LossWeights(hidden=0, attention=0, hard_label=2.0), 1.0, None, labels)
+    total, terms = distillation_loss(student, teacher, LossWeights(hidden=0, attention=0, hard_label=2.0), 1.0, None, labels,
+                                     regression_target="teacher")  # the gold target is tested in test_fidelity.py
     assert set(terms) == {"logit", "hard_label"}
     assert float(terms["logit"]) == pytest.approx(0.25)
     expected_hard = F.mse_loss(student.logits.squeeze(-1), labels.float())

@@ -111,3 +111,46 @@ def test_model_push_revision_and_cli_push(hub, tmp_path, capsys):
     assert torch.equal(logits(latest), logits(second)) and torch.equal(logits(pinned), logits(first))
     assert cli(["info", "tester/model-push", "--revision", first_commit]) == 0
     assert "prunable_sparsity=0.9004" in capsys.readouterr().out
+
+
+def test_a_hub_that_never_answers_times_out_with_a_clear_error(tmp_path, monkeypatch):
+    """A server on 127.0.0.1 that accepts connections and never replies: the push must end, and say why."""
+    import socket
+    import threading
+    import time
+
+    import huggingface_hub.constants
+    from huggingface_hub.utils import _http
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    listener.settimeout(0.2)
+    held, stop = [], threading.Event()
+
+    def accept_and_stay_silent():
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept_and_stay_silent, daemon=True)
+    thread.start()
+    model_dir = tmp_path / "sparse"
+    compress(pruned_model(), model_dir)
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", f"http://127.0.0.1:{listener.getsockname()[1]}")
+    monkeypatch.setenv("OPTIMUM_SPD_HUB_TIMEOUT", "1")
+    _http.set_client_factory(_http.default_client_factory)  # as a fresh process has it: no time-out at all
+    try:
+        started = time.monotonic()
+        with pytest.raises(HubPushError, match=r"did not answer within 1 s.*OPTIMUM_SPD_HUB_TIMEOUT"):
+            AutoModelForSequenceClassification.from_pretrained(model_dir).push_to_hub("tester/never-answers")
+        assert time.monotonic() - started < 120
+    finally:
+        stop.set()
+        thread.join()
+        for connection in held:
+            connection.close()
+        listener.close()
+        _http.set_client_factory(_http.default_client_factory)

@@ -1,3 +1,4 @@
+import math
 import os
 
 import pytest
@@ -40,6 +41,19 @@ def test_pruned_weights_stay_exactly_zero_for_50_steps_with_weight_decay(spd_arg
     assert recorder.sparsities[0] == 0.0 and recorder.sparsities[-1] == 0.9
     assert all(b >= a for a, b in zip(recorder.sparsities, recorder.sparsities[1:]))
     for name, weight in trainer.masks.parameters.items():
+        assert int((weight == 0).sum()) == num_to_prune(weight.numel(), 0.9), name
+
+
+def test_bf16_keeps_pruned_weights_exactly_zero_for_50_steps(spd_args):
+    trainer = make_trainer(spd_args, max_steps=50, bf16=True, learning_rate=5e-3, target_sparsity=0.9, weight_decay=0.1)
+    recorder = StepRecorder(trainer)
+    trainer.add_callback(recorder)
+    trainer.train()
+    assert len(recorder.violations) == 50 and all(v == {} for v in recorder.violations)
+    losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
+    assert len(losses) == 50 and all(math.isfinite(loss) for loss in losses)
+    for name, weight in trainer.masks.parameters.items():
+        assert weight.dtype == torch.float32, name  # master weights stay fp32; only the compute is bf16
         assert int((weight == 0).sum()) == num_to_prune(weight.numel(), 0.9), name
 
 

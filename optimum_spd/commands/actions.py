@@ -18,10 +18,31 @@ def _megabytes(size: float) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
 
 
+def _looks_like_a_local_path(path: str) -> bool:
+    """A Hub repo id is ``name`` or ``namespace/name``; anything else (``./x``, ``/x``, ``a/b/c``, ``~``) is local."""
+    return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
+
+
+def check_source_exists(path: str, local_only: bool = False) -> None:
+    """A local path that does not exist gets "no such directory", not a Hub repo-id or connection error."""
+    if os.path.isdir(path):
+        if not os.path.isfile(os.path.join(path, "config.json")):
+            raise FileNotFoundError(f"{path} has no config.json: it is not a model checkpoint directory.")
+    elif local_only or _looks_like_a_local_path(path) or os.path.exists(path):
+        raise FileNotFoundError(f"no such checkpoint directory: {path}. Check the path (a Hub repo id is 'user/name').")
+
+
 def _read_config(path: str, hub_kwargs: dict) -> tuple[dict, str]:
-    config_path = cached_file(path, "config.json", **hub_kwargs)
-    with open(config_path, encoding="utf-8") as handle:
-        return json.load(handle), config_path
+    check_source_exists(path)
+    if os.path.isdir(path):
+        config_path = os.path.join(path, "config.json")
+    else:
+        config_path = cached_file(path, "config.json", **hub_kwargs)
+    try:
+        with open(config_path, encoding="utf-8") as handle:
+            return json.load(handle), config_path
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{config_path} is not valid JSON ({error}); the file is truncated or was edited.") from None
 
 
 def checkpoint_summary(path: str, **hub_kwargs) -> dict:
@@ -76,14 +97,17 @@ def info(path: str, show_tensors: bool = False, as_json: bool = False, **hub_kwa
     return 0
 
 
-def run_compress(source: str, output_dir: str, storage_dtype: str | None, max_shard_size: int | None) -> int:
-    compress(source, output_dir, storage_dtype=storage_dtype, max_shard_size=max_shard_size)
+def run_compress(source: str, output_dir: str, storage_dtype: str | None, max_shard_size: int | None,
+                 overwrite: bool = False) -> int:
+    check_source_exists(source, local_only=True)
+    compress(source, output_dir, storage_dtype=storage_dtype, max_shard_size=max_shard_size, overwrite=overwrite)
     print(f"compressed {source} -> {output_dir}")
     return info(output_dir)
 
 
-def run_decompress(source: str, output_dir: str, **hub_kwargs) -> int:
-    decompress(source, output_dir, **hub_kwargs)
+def run_decompress(source: str, output_dir: str, overwrite: bool = False, **hub_kwargs) -> int:
+    check_source_exists(source)
+    decompress(source, output_dir, overwrite=overwrite, **hub_kwargs)
     print(f"decompressed {source} -> {output_dir} (vanilla transformers checkpoint)")
     return 0
 
@@ -137,6 +161,7 @@ def _first_output(outputs) -> torch.Tensor:
 def card(path: str, repo_id: str | None = None, license: str | None = None, tags: list[str] | None = None) -> int:
     from ..hub import render_model_card
 
+    check_source_exists(path, local_only=True)
     render_model_card(path, license=license, tags=tags, repo_id=repo_id)
     print(f"wrote {os.path.join(path, 'README.md')}")
     return 0
@@ -149,7 +174,10 @@ def push(path: str, repo_id: str, private: bool = False, revision: str | None = 
     import tempfile
 
     from ..hub import push_folder, render_model_card
+    from ..hub.push import checked_repo_id
 
+    checked_repo_id(repo_id)
+    check_source_exists(path, local_only=True)
     with tempfile.TemporaryDirectory() as staging:
         folder = os.path.join(staging, os.path.basename(os.path.abspath(path)))
         shutil.copytree(path, folder, ignore=shutil.ignore_patterns("checkpoint-*", "runs", "*.tmp-*", ".*"))

@@ -8,7 +8,7 @@ import tempfile
 from transformers import Trainer
 
 from .card import license_of, render_model_card, write_run_info
-from .push import push_folder
+from .push import checked_repo_id, push_folder
 
 
 class SPDHubMixin:
@@ -76,7 +76,7 @@ class SPDHubMixin:
         (clear :class:`~optimum_spd.hub.HubPushError`) can simply be run again. ``kwargs`` go to
         :meth:`create_model_card` (``dataset``, ``dataset_args``, ``license``, ``finetuned_from``, ``tags``...).
         """
-        repo_id = self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        repo_id = checked_repo_id(self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir)))
         if not self.is_world_process_zero():
             return ""
         with tempfile.TemporaryDirectory() as staging:

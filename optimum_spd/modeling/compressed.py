@@ -22,6 +22,7 @@ from ..serialization.checkpoint import (
     WEIGHTS_NAME,
     CompressedCheckpointError,
     atomic_directory,
+    check_output_directory,
     decode_state_dict,
     encode_state_dict,
     read_weight_files,
@@ -68,6 +69,8 @@ def save_compressed(
     max_shard_size: int | None = None,
     min_prunable_sparsity: float | None = None,
     add_files: Callable[[str], None] | None = None,
+    inputs: tuple[str, ...] = (),
+    overwrite: bool = False,
 ) -> str:
     """Write ``model`` (a plain or SPD transformers model) as a compressed SPD checkpoint; return the directory.
 
@@ -79,9 +82,13 @@ def save_compressed(
         max_shard_size: bytes per safetensors shard; larger checkpoints are sharded with an index file.
         min_prunable_sparsity: refuse to save (before writing anything) if the targets are less sparse than this.
         add_files: called with the staging directory to add files (tokenizer, recipe) to the same atomic save.
+        inputs: paths this save reads from, which ``save_directory`` must not be.
+        overwrite: accept a non-empty ``save_directory`` that is not a model checkpoint (its checkpoint, tokenizer
+            and card files are replaced, everything else is kept).
     """
     from .registry import spd_classes_for
 
+    check_output_directory(str(save_directory), inputs, overwrite)  # before any work: refuse an unsafe directory
     if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype={storage_dtype!r} is not one of {sorted(STORAGE_DTYPES)} (or None).")
     config = model.config
@@ -117,7 +124,7 @@ def save_compressed(
     auto_map = {"AutoConfig": f"configuration_spd.{spd_config_class.__name__}"}
     auto_map.update({auto: f"modeling_spd.{cls.__name__}" for auto, cls in auto_classes.items()})
     config_dict = spd_config_dict(config, spd_model_class.__name__, sparsity_config, auto_map)
-    with atomic_directory(str(save_directory)) as staging:
+    with atomic_directory(str(save_directory), inputs, overwrite) as staging:
         write_weights(stored, encoded, staging, checkpoint_id, max_shard_size)
         write_shims(staging, spd_config_class, auto_classes)
         if add_files is not None:

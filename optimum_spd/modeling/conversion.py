@@ -9,7 +9,7 @@ import shutil
 import transformers
 from transformers import AutoConfig, PreTrainedModel
 
-from ..serialization.checkpoint import atomic_directory
+from ..serialization.checkpoint import atomic_directory, check_output_directory
 from ..serialization.format import SparsityConfigError
 from .compressed import save_compressed
 from .registry import BASE_ARCHITECTURES, HEADS, MODEL_CLASSES, spd_model_type
@@ -57,28 +57,33 @@ def compress(
     targets: set[str] | None = None,
     storage_dtype: str | None = None,
     max_shard_size: int | None = None,
+    overwrite: bool = False,
 ) -> str:
     """Write a pruned model (in memory, or a vanilla checkpoint directory) as a compressed SPD checkpoint.
 
-    The tokenizer files of a source directory are copied along. Returns ``output_dir``.
+    The tokenizer files of a source directory are copied along. Returns ``output_dir``, which may not be the source
+    and may only be a non-empty directory that is not a checkpoint with ``overwrite=True``.
     """
     source = None
     model = model_or_path
     if isinstance(model_or_path, (str, os.PathLike)):
         source = str(model_or_path)
+        check_output_directory(str(output_dir), (source,), overwrite)  # before loading: fail fast, write nothing
         model = load_dense_model(source)
     extra = None if source is None else (lambda staging: _copy_tokenizer_files(source, staging))
     return save_compressed(model, output_dir, targets=targets, storage_dtype=storage_dtype,
-                           max_shard_size=max_shard_size, add_files=extra)
+                           max_shard_size=max_shard_size, add_files=extra, inputs=(source,) if source else (),
+                           overwrite=overwrite)
 
 
-def decompress(path: str | os.PathLike, output_dir: str | os.PathLike, **hub_kwargs) -> str:
+def decompress(path: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False, **hub_kwargs) -> str:
     """Write a compressed SPD checkpoint as a vanilla transformers checkpoint (``model_type: bert``..., zeros stored).
 
     For tools that know nothing of optimum-spd (ONNX export, other runtimes). Nothing is written if ``path`` is
     not a valid SPD checkpoint.
     """
     path = str(path)
+    check_output_directory(str(output_dir), (path,), overwrite)
     config = AutoConfig.from_pretrained(path, **hub_kwargs)
     if not config.model_type.startswith("spd_") or getattr(config, "sparsity_config", None) is None:
         raise SparsityConfigError(
@@ -90,7 +95,7 @@ def decompress(path: str | os.PathLike, output_dir: str | os.PathLike, **hub_kwa
     if model_class is None or spd_model_type(config.base_model_type) != config.model_type:
         raise SparsityConfigError(f"{path}/config.json: architectures={config.architectures!r} is not an SPD model class.")
     dense = model_class.from_pretrained(path, config=config, **hub_kwargs).to_dense()
-    with atomic_directory(str(output_dir)) as staging:
+    with atomic_directory(str(output_dir), (path,), overwrite) as staging:
         dense.save_pretrained(staging)
         if os.path.isdir(path):
             _copy_tokenizer_files(path, staging)

@@ -60,9 +60,14 @@ class SPDModelMixin:
         compressed: bool = True,
         storage_dtype: str | None = None,
         max_shard_size: int | str | None = None,
+        overwrite: bool = False,
         **kwargs,
     ) -> None:
-        """Save the compressed checkpoint (default) or, with ``compressed=False``, a vanilla dense one with zeros."""
+        """Save the compressed checkpoint (default) or, with ``compressed=False``, a vanilla dense one with zeros.
+
+        ``save_directory`` may be new, empty or a model checkpoint (whose model, tokenizer and card files are
+        replaced); any other non-empty directory needs ``overwrite=True``.
+        """
         if not compressed:
             self.to_dense().save_pretrained(save_directory, max_shard_size=max_shard_size or "50GB", **kwargs)
             return
@@ -72,7 +77,8 @@ class SPDModelMixin:
         if kwargs.get("safe_serialization") is False:
             raise ValueError("SPD checkpoints are safetensors only (no pickle): drop safe_serialization=False.")
         if kwargs.get("is_main_process", True):
-            save_compressed(self, save_directory, storage_dtype=storage_dtype, max_shard_size=_parse_size(max_shard_size))
+            save_compressed(self, save_directory, storage_dtype=storage_dtype, max_shard_size=_parse_size(max_shard_size),
+                            overwrite=overwrite)
 
     def push_to_hub(
         self,
@@ -91,9 +97,10 @@ class SPDModelMixin:
     ) -> str:
         """Upload the compressed checkpoint with a generated model card in one commit; returns the commit URL."""
         from ..hub import push_folder, render_model_card
+        from ..hub.push import checked_repo_id
 
         with tempfile.TemporaryDirectory() as staging:
-            folder = os.path.join(staging, repo_id.split("/")[-1])
+            folder = os.path.join(staging, checked_repo_id(repo_id).split("/")[-1])
             self.save_pretrained(folder, storage_dtype=storage_dtype, max_shard_size=max_shard_size)
             render_model_card(folder, license=license, tags=tags, repo_id=repo_id)
             return push_folder(folder, repo_id, token=token, private=private, revision=revision, create_pr=create_pr,

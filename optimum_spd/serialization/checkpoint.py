@@ -1,18 +1,21 @@
 """Compressed checkpoint files: safetensors (single file or sharded with an index), written atomically.
 
 A save builds the whole checkpoint in a staging directory beside the target and moves it into place with
-renames, so at every instant the target path holds either the previous complete checkpoint or the new one; a
-crash mid-save leaves the previous one untouched (or, in the instant between the two renames, parked next to it
-as ``<dir>.old-*``). Every weight file carries the checkpoint id of its ``config.json`` in its metadata, so files
+an atomic swap, so at every instant the target path holds either the previous complete checkpoint or the new one.
+A directory that holds files we did not write, or the save's own input, is refused before anything is written. Every weight file carries the checkpoint id of its ``config.json`` in its metadata, so files
 from two different saves are never silently mixed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import json
 import os
+import re
 import shutil
+import stat
 import tempfile
 from collections.abc import Iterator
 
@@ -24,8 +27,6 @@ from .encoding import EncodedTensor, decode, encode, stored_keys
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-# Files a model save owns: replaced by every save, never carried over from the previous checkpoint.
-_MODEL_FILE_PREFIXES = ("model.safetensors", "model-", "pytorch_model", "config.json")
 
 
 def write_json_atomically(payload: object, path: str | os.PathLike, **dump_options) -> str:
@@ -146,36 +147,129 @@ def decode_state_dict(
         state_dict[name] = decode(name, entry["encoding"], tuple(entry["shape"]), entry["nnz"], parts, dtype, source)
     for key, tensor in remaining.items():
         state_dict[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+    non_finite = [name for name, tensor in state_dict.items()
+                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if non_finite:
+        raise CompressedCheckpointError(
+            f"{source}: {len(non_finite)} tensor(s) hold NaN or inf values ({', '.join(non_finite[:3])}): the model "
+            "that was saved had diverged. Use an earlier checkpoint, or retrain with a lower learning_rate."
+        )
     return state_dict
 
 
+# Files a checkpoint save owns. A new save replaces them as a set (one left over from the previous save is dropped,
+# so another model's tokenizer or card never sits beside the new weights); every other entry of the directory
+# (Trainer checkpoints, logs, results, a user's own files) is carried over.
+_CHECKPOINT_FILE_NAMES = frozenset({
+    "config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+    "pytorch_model.bin.index.json", "configuration_spd.py", "modeling_spd.py", "vocab.txt", "vocab.json",
+    "merges.txt", "special_tokens_map.json", "added_tokens.json", "spm.model", "sentencepiece.bpe.model",
+    "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "spd_config.json",
+    "training_args.json", "training_args.bin", "generation_config.json", "README.md", "spd_run.json",
+    "spd_training.png",
+})
+_CHECKPOINT_SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
+
+
+def _is_checkpoint_file(name: str) -> bool:
+    return name in _CHECKPOINT_FILE_NAMES or bool(_CHECKPOINT_SHARD.fullmatch(name))
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+
+
+class OutputDirectoryError(ValueError):
+    """The output directory cannot safely receive a checkpoint; the message says why and what to do."""
+
+
+def _is_model_checkpoint(path: str) -> bool:
+    """A transformers checkpoint (SPD or vanilla): a ``config.json`` naming a ``model_type``."""
+    try:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as handle:
+            return isinstance(json.load(handle).get("model_type"), str)
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def check_output_directory(path: str, inputs: tuple[str, ...] = (), overwrite: bool = False) -> str:
+    """The real path a save may replace, after refusing the unsafe cases (before anything is written).
+
+    Refused: an output that is one of ``inputs`` (or holds one), an existing file, and a non-empty directory that is
+    not a model checkpoint (no ``config.json`` with a ``model_type``) unless ``overwrite``. A symbolic link is followed, so the link survives.
+    """
+    real = os.path.realpath(os.path.abspath(path))
+    for source in inputs:
+        source_real = os.path.realpath(os.path.abspath(source))
+        if os.path.exists(source_real) and (real == source_real or source_real.startswith(real + os.sep)):
+            raise OutputDirectoryError(
+                f"the output directory {path} is the input {source} (or contains it): a save would replace what it "
+                "reads. Choose another output directory."
+            )
+    if os.path.exists(real) and not os.path.isdir(real):
+        raise OutputDirectoryError(f"the output path {path} exists and is not a directory. Choose another path.")
+    if os.path.isdir(real) and os.listdir(real) and not overwrite and not _is_model_checkpoint(real):
+        entries = sorted(os.listdir(real))
+        shown = ", ".join(entries[:5]) + (f" and {len(entries) - 5} more" if len(entries) > 5 else "")
+        raise OutputDirectoryError(
+            f"the output directory {path} is not empty and is not a model checkpoint (it holds {shown}). Nothing was "
+            "written. Choose a new or empty directory, or pass overwrite=True (CLI: --overwrite) to replace its "
+            "model, tokenizer and card files while keeping everything else."
+        )
+    return real
+
+
+def _exchange(first: str, second: str) -> bool:
+    """Atomically swap two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where the system cannot."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    renameat2 = getattr(libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(code, os.strerror(code), second)
+
+
 @contextlib.contextmanager
-def atomic_directory(path: str) -> Iterator[str]:
+def atomic_directory(path: str, inputs: tuple[str, ...] = (), overwrite: bool = False) -> Iterator[str]:
     """Yield a staging directory; on success it replaces ``path``, on error it is removed and ``path`` is untouched.
 
-    Entries of an existing ``path`` that the save does not own (Trainer checkpoints, logs, results) are moved into
-    the new directory; its model files (weights, index, config) are replaced as a whole.
+    ``path`` is checked first (:func:`check_output_directory`). The staging directory gets the mode of the
+    directory it replaces (or the umask's default for a new one) and is swapped in atomically where the system
+    allows (Linux), so at every instant ``path`` names a complete checkpoint, the old or the new one; then the
+    entries of the old directory that are not checkpoint files are moved into the new one. A crash during that last
+    move leaves them in a hidden ``.<name>.tmp-*`` directory beside ``path``, never lost.
     """
-    path = os.path.abspath(path)
-    parent = os.path.dirname(path)
+    real = check_output_directory(path, inputs, overwrite)
+    parent = os.path.dirname(real)
     os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
+    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(real)}.tmp-", dir=parent)
     try:
         yield staging
+        if os.path.isdir(real):
+            os.chmod(staging, stat.S_IMODE(os.stat(real).st_mode))
+        else:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(staging, 0o777 & ~umask)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not os.path.exists(path):
-        os.rename(staging, path)
+    if not os.path.exists(real):
+        os.rename(staging, real)
         return
-    if not os.path.isdir(path):
-        shutil.rmtree(staging, ignore_errors=True)
-        raise NotADirectoryError(f"{path} exists and is not a directory.")
-    backup = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=parent)
-    os.rmdir(backup)
-    os.rename(path, backup)
-    os.rename(staging, path)
-    for entry in os.listdir(backup):
-        if not entry.startswith(_MODEL_FILE_PREFIXES) and not os.path.exists(os.path.join(path, entry)):
-            os.rename(os.path.join(backup, entry), os.path.join(path, entry))
-    shutil.rmtree(backup, ignore_errors=True)
+    in_output = os.path.realpath(os.getcwd()) == real  # `compress X .`: the process stands in the swapped directory
+    old = staging  # after the swap, the staging name holds the previous directory
+    if not _exchange(staging, real):
+        old = tempfile.mkdtemp(prefix=f".{os.path.basename(real)}.tmp-", dir=parent)
+        os.rmdir(old)
+        os.rename(real, old)
+        os.rename(staging, real)
+    if in_output:
+        os.chdir(real)
+    for entry in os.listdir(old):
+        if not _is_checkpoint_file(entry) and not os.path.exists(os.path.join(real, entry)):
+            os.rename(os.path.join(old, entry), os.path.join(real, entry))
+    shutil.rmtree(old, ignore_errors=True)

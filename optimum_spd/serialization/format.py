@@ -123,4 +123,10 @@ def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[st
             fail(f"tensors[{name!r}].nnz", f"is {nnz}, more than the {shape[0] * shape[1]} elements of the tensor.")
     if block.get("targets") != sorted(tensors):
         fail("targets", "must list exactly the names in sparsity_config.tensors, sorted.")
+    # The headline number (what `info` and the model card show) must agree with the per-tensor counts it summarises.
+    numel = sum(entry["shape"][0] * entry["shape"][1] for entry in tensors.values())
+    measured = 1 - sum(entry["nnz"] for entry in tensors.values()) / numel
+    if abs(measured - block["prunable_sparsity"]) > 1e-6:
+        fail("prunable_sparsity", f"is {block['prunable_sparsity']!r}, but the per-tensor nnz counts give {measured:.6f}: "
+             "the file was edited or corrupted. Re-save the model to record the true value.")
     return block

@@ -1,6 +1,6 @@
 """One small SPD run, launched by the tests under torchrun / accelerate launch (or as a plain process).
 
-Usage: spd_run.py OUTPUT_DIR [--resume CHECKPOINT] [--max_steps N] [--kill_at_step N]
+Usage: spd_run.py OUTPUT_DIR [--resume CHECKPOINT] [--max_steps N] [--kill_at_step N] [--bf16]
 
 Every rank records, after every optimizer step, the grafting decisions its compute_loss actually used and digests
 of its masks and weights; rank 0 gathers all ranks' records into OUTPUT_DIR/records.json and saves the final
@@ -55,13 +55,14 @@ def main():
     parser.add_argument("--max_steps", type=int, default=16)
     parser.add_argument("--kill_at_step", type=int, default=None)
     parser.add_argument("--save_steps", type=int, default=4)
+    parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
     options = parser.parse_args()
     torch.set_num_threads(1)
     args = SparseDistillConfig(
         output_dir=options.output_dir, max_steps=options.max_steps, per_device_train_batch_size=4, learning_rate=1e-3,
         weight_decay=0.01, logging_steps=1, save_strategy="steps", save_steps=options.save_steps, report_to=[],
         use_cpu=True, seed=0, target_sparsity=0.8, check_sparsity_invariant=True, disable_tqdm=True, num_pruning_events=4,
-        dataloader_num_workers=0,
+        dataloader_num_workers=0, bf16=options.bf16,
     )
     trainer = SPDTrainer(model=tiny_model(num_layers=4), args=args, train_dataset=tiny_dataset(96))
     recorder = Recorder(trainer, options.kill_at_step)

@@ -6,7 +6,8 @@ optimum_spd) is imported inside ``run()``. The argument definitions below are al
 console script parses, so both entry points take exactly the same flags.
 """
 
-from argparse import ArgumentParser
+import math
+from argparse import ArgumentParser, ArgumentTypeError
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
 
@@ -15,6 +16,23 @@ def _add_hub_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--revision", default=None, help="Branch, tag or commit of a Hub repository.")
     parser.add_argument("--cache_dir", default=None, help="Where Hub files are cached.")
     parser.add_argument("--local_files_only", action="store_true", help="Never reach the network.")
+
+
+def _tolerance(text: str) -> float:
+    """``--atol``: a finite number >= 0 (``nan`` would make every comparison pass)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise ArgumentTypeError(f"{text!r} is not a number; give a tolerance such as 1e-5.") from None
+    if not math.isfinite(value) or value < 0:
+        raise ArgumentTypeError(f"{text!r} must be a finite number >= 0, such as 1e-5.")
+    return value
+
+
+def _add_overwrite_argument(parser: ArgumentParser) -> None:
+    parser.add_argument("--overwrite", action="store_true",
+                        help="Write into a non-empty directory that is not a checkpoint (its model, tokenizer and card "
+                             "files are replaced, everything else is kept).")
 
 
 def add_info_arguments(parser: ArgumentParser) -> None:
@@ -30,18 +48,22 @@ def add_compress_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("--storage_dtype", choices=("float16", "bfloat16"), default=None,
                         help="Store values in half precision (lossy rounding; restored to the model dtype on load).")
     parser.add_argument("--max_shard_size", type=int, default=None, help="Bytes per safetensors shard.")
+    _add_overwrite_argument(parser)
 
 
 def add_decompress_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("source", help="Compressed SPD checkpoint: local directory or Hub repo id.")
     parser.add_argument("output_dir", help="Where to write the vanilla dense checkpoint.")
+    _add_overwrite_argument(parser)
     _add_hub_arguments(parser)
 
 
 def add_verify_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("path", help="Compressed SPD checkpoint: local directory or Hub repo id.")
-    parser.add_argument("--reference", default=None, help="Dense checkpoint directory whose logits must match.")
-    parser.add_argument("--atol", type=float, default=1e-5, help="Largest allowed absolute logit difference.")
+    parser.add_argument("--reference", default=None,
+                        help="Checkpoint directory with the same weights (e.g. the decompressed copy) whose logits "
+                             "must match; a different model, such as the dense teacher, will not.")
+    parser.add_argument("--atol", type=_tolerance, default=1e-5, help="Largest allowed absolute logit difference.")
     _add_hub_arguments(parser)
 
 
@@ -77,9 +99,9 @@ def run_command(name: str, args) -> int:
     if name == "info":
         return actions.info(args.path, show_tensors=args.tensors, as_json=args.json, **_hub_kwargs(args))
     if name == "compress":
-        return actions.run_compress(args.source, args.output_dir, args.storage_dtype, args.max_shard_size)
+        return actions.run_compress(args.source, args.output_dir, args.storage_dtype, args.max_shard_size, args.overwrite)
     if name == "decompress":
-        return actions.run_decompress(args.source, args.output_dir, **_hub_kwargs(args))
+        return actions.run_decompress(args.source, args.output_dir, args.overwrite, **_hub_kwargs(args))
     if name == "verify":
         return actions.verify(args.path, args.reference, args.atol, **_hub_kwargs(args))
     if name == "card":
