@@ -50,7 +50,7 @@ from transformers import (
 
 from optimum_spd import SparseDistillConfig, SPDTrainer
 from optimum_spd.data import load_glue, tokenize_glue
-from optimum_spd.serialization.checkpoint import write_json_atomically
+from optimum_spd.utils import write_json_atomically
 from optimum_spd.teacher import default_base_model_path, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -185,6 +185,40 @@ def print_profile(per_precision: dict[str, dict[str, float]], top: int = 15) -> 
     print("| all operators (self CPU) | " + " | ".join(f"{totals[p]:.1f}" for p in precisions) + " |")
 
 
+GEMM_SHAPES = ((1920, 384, 1536), (1920, 1536, 384), (1920, 384, 384), (1024, 768, 3072))  # MiniLM step; BERT-base
+
+
+def _cpu_flags() -> list[str]:
+    """The CPU's bf16-relevant feature flags (avx512_bf16, amx_*), from /proc/cpuinfo where there is one."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            flags = next((line.split(":", 1)[1].split() for line in handle if line.startswith("flags")), [])
+    except OSError:
+        return []
+    return sorted(flag for flag in flags if flag.startswith(("avx512_bf16", "amx", "avx512f")))
+
+
+def gemm_speeds(threads: tuple[int, ...] = (1, 2), repeats: int = 10) -> list[dict]:
+    """fp32 vs bf16 matrix products at the shapes an SPD step runs (MiniLM, batch 32 x ~60 tokens; BERT-base 8x128)."""
+    rows = []
+    for count in threads:
+        torch.set_num_threads(count)
+        for m, k, n in GEMM_SHAPES:
+            left, right = torch.randn(m, k), torch.randn(k, n)
+            milliseconds = {}
+            for dtype in (torch.float32, torch.bfloat16):
+                a, b = left.to(dtype), right.to(dtype)
+                for _ in range(3):
+                    a @ b
+                started = time.perf_counter()
+                for _ in range(repeats):
+                    a @ b
+                milliseconds[str(dtype).replace("torch.", "")] = (time.perf_counter() - started) / repeats * 1000
+            rows.append({"threads": count, "shape": [m, k, n], "ms": milliseconds,
+                         "bf16_speedup": milliseconds["float32"] / milliseconds["bfloat16"]})
+    return rows
+
+
 def child_memory_mib(configuration: str, cli) -> tuple[float, float]:
     """Resident memory (MiB) of a fresh process running one turn of ``configuration``: before training, peak."""
     command = [sys.executable, os.path.abspath(__file__), "--memory_probe", configuration, "--steps", str(cli.steps),
@@ -234,6 +268,7 @@ def main() -> None:
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim of every configuration")
     parser.add_argument("--no_memory", action="store_true", help="time only (skip the per-configuration memory probes)")
+    parser.add_argument("--gemm", action="store_true", help="time fp32 vs bf16 matrix products at the step's shapes")
     parser.add_argument("--profile", choices=STAGES, help="profile this configuration in each precision instead")
     parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
     cli = parser.parse_args()
@@ -242,6 +277,16 @@ def main() -> None:
     transformers.utils.logging.set_verbosity_error()
     if cli.memory_probe:
         memory_probe(cli.memory_probe, cli)
+        return
+    if cli.gemm:
+        rows = gemm_speeds()
+        path = os.path.join(os.path.dirname(RESULTS), "cost_gemm.json")
+        write_json_atomically({"cpu_flags": _cpu_flags(), "rows": rows}, path)
+        print("| threads | m x k x n | fp32 ms | bf16 ms | bf16 speed-up |\n| ---: | --- | ---: | ---: | ---: |")
+        for row in rows:
+            print(f"| {row['threads']} | {'x'.join(map(str, row['shape']))} | {row['ms']['float32']:.2f} | "
+                  f"{row['ms']['bfloat16']:.2f} | {row['bf16_speedup']:.2f} |")
+        print(f"\nwrote {path}")
         return
     if cli.profile:
         per_precision = profile_precisions(cli)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .serialization.checkpoint import write_json_atomically
+from .utils import write_json_atomically
 from .pruning.schedules import LR_SHAPES, REPLACING_SCHEDULES, SPARSITY_SCHEDULES
 
 SPD_CONFIG_NAME = "spd_config.json"

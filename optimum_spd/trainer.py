@@ -41,6 +41,7 @@ from .preflight import (
     check_train_dataset,
 )
 from .pruning.masks import PruningMasks
+from .utils import write_atomically
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
 
 logger = logging.getLogger(__name__)
@@ -403,11 +404,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
 
     def save_masks(self, directory: str) -> str:
         """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""
-        path = os.path.join(directory, MASKS_NAME)
-        temporary = f"{path}.tmp-{os.getpid()}"
-        save_file(self.masks.state_dict(), temporary, metadata={"format": "pt", "content": "spd-masks"})
-        os.replace(temporary, path)
-        return path
+        state = self.masks.state_dict()
+        metadata = {"format": "pt", "content": "spd-masks"}
+        return write_atomically(os.path.join(directory, MASKS_NAME), lambda path: save_file(state, path, metadata=metadata))
 
     def load_masks(self, directory: str) -> None:
         path = os.path.join(directory, MASKS_NAME)

@@ -37,7 +37,7 @@ from transformers import (
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.hub import license_of
-from optimum_spd.serialization import write_json_atomically
+from optimum_spd.utils import write_json_atomically
 from optimum_spd.teacher import (
     DEFAULT_BASE_MODEL_ID,
     default_base_model_path,

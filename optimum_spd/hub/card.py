@@ -17,7 +17,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..report import sparsity_by_layer
-from ..serialization.checkpoint import write_json_atomically
+from ..utils import write_json_atomically
 from ..serialization.format import dense_nbytes, validate_sparsity_config
 
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")

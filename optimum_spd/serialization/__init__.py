@@ -1,6 +1,6 @@
 """The SPD sparse checkpoint format: per-tensor encodings, the config block, and atomic file I/O."""
 
-from .checkpoint import CompressedCheckpointError, atomic_directory, write_json_atomically
+from .checkpoint import CompressedCheckpointError, atomic_directory
 from .encoding import CompressedTensorError, decode, encode, encoded_sizes
 from .format import FORMAT_NAME, FORMAT_VERSION, SparsityConfigError, validate_sparsity_config
 
@@ -15,5 +15,4 @@ __all__ = [
     "encode",
     "encoded_sizes",
     "validate_sparsity_config",
-    "write_json_atomically",
 ]

@@ -2,8 +2,9 @@
 
 A save builds the whole checkpoint in a staging directory beside the target and moves it into place with
 an atomic swap, so at every instant the target path holds either the previous complete checkpoint or the new one.
-A directory that holds files we did not write, or the save's own input, is refused before anything is written. Every weight file carries the checkpoint id of its ``config.json`` in its metadata, so files
-from two different saves are never silently mixed.
+A directory that holds files we did not write, or the save's own input, is refused before anything is written.
+Every weight file carries the checkpoint id of its ``config.json`` in its metadata, so files from two different
+saves are never silently mixed.
 """
 
 from __future__ import annotations
@@ -27,16 +28,6 @@ from .encoding import EncodedTensor, decode, encode, stored_keys
 
 WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
-
-
-def write_json_atomically(payload: object, path: str | os.PathLike, **dump_options) -> str:
-    """Write ``payload`` as JSON to ``path`` through a temporary file and a rename: never a half-written file."""
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, **{"indent": 2, **dump_options})
-        handle.write("\n")
-    os.replace(temporary, path)
-    return str(path)
 
 
 class CompressedCheckpointError(ValueError):
