@@ -88,6 +88,19 @@ def check_train_dataset(dataset, num_labels: int, gold_labels_needed_by: str | N
             )
 
 
+def check_token_ids(dataset, vocab_size: int | None, name: str) -> None:
+    """Refuse token ids outside the embedding table before training (else an IndexError deep inside torch)."""
+    if dataset is None or vocab_size is None or "input_ids" not in (getattr(dataset, "column_names", None) or []):
+        return
+    for row, ids in enumerate(dataset["input_ids"]):
+        bad = next((token for token in ids if not 0 <= token < vocab_size), None)
+        if bad is not None:
+            raise ValueError(
+                f"{name}[{row}]['input_ids'] holds token id {bad}, outside the model's vocabulary [0, {vocab_size - 1}]:"
+                " the data was tokenised with another tokenizer. Tokenise with the model's own tokenizer."
+            )
+
+
 def check_schedule_fits(steps: StageSteps, num_pruning_events: int) -> None:
     """Each pruning event needs its own optimizer step, or the cubic schedule collapses into one cut."""
     window = steps.pruning_end - steps.pruning_start
@@ -102,19 +115,29 @@ def check_schedule_fits(steps: StageSteps, num_pruning_events: int) -> None:
 def check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedModel) -> None:
     """Grafting swaps layers one to one, so the two models must agree on every shape that crosses a layer."""
     student_config, teacher_config = student.config, teacher.config
+
+    def both(name: str) -> tuple:
+        return getattr(student_config, name, None), getattr(teacher_config, name, None)
+
     checks = {
+        "model class (task head)": (type(student).__name__, type(teacher).__name__),
         "model_type": (student_config.model_type, teacher_config.model_type),
-        "vocab_size": (getattr(student_config, "vocab_size", None), getattr(teacher_config, "vocab_size", None)),
-        "hidden_size": (getattr(student_config, "hidden_size", None), getattr(teacher_config, "hidden_size", None)),
+        "vocab_size": both("vocab_size"),
+        "hidden_size": both("hidden_size"),
+        "num_attention_heads": both("num_attention_heads"),
+        "intermediate_size": both("intermediate_size"),
         "number of layers": (len(find_layer_list(student)[1]), len(find_layer_list(teacher)[1])),
-        "num_labels": (getattr(student_config, "num_labels", None), getattr(teacher_config, "num_labels", None)),
+        "num_labels": both("num_labels"),
+        "problem_type": both("problem_type"),
+        "dtype of the weights": (next(student.parameters()).dtype, next(teacher.parameters()).dtype),
     }
     for what, (student_value, teacher_value) in checks.items():
         if student_value != teacher_value:
             raise ValueError(
                 f"teacher and student differ in {what} (student {student_value}, teacher {teacher_value}). SPD "
                 "grafts student layer i into teacher position i, so the teacher must be the dense fine-tuned "
-                "version of the same architecture: pass teacher_model=None to use a copy of the student."
+                "version of the same architecture and head, in the same dtype (load both in float32 and let bf16=True "
+                "handle mixed precision): pass teacher_model=None to use a copy of the student."
             )
 
 

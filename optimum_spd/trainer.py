@@ -21,6 +21,7 @@ import os
 import time
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
@@ -38,6 +39,7 @@ from .preflight import (
     check_resumed_recipe,
     check_schedule_fits,
     check_teacher_matches_student,
+    check_token_ids,
     check_train_dataset,
 )
 from .pruning.masks import PruningMasks
@@ -201,7 +203,13 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 raise ValueError("teacher_model is the student itself; pass None to use a frozen copy of it instead.")
             return teacher
         if isinstance(teacher, (str, os.PathLike)):
-            return type(model).from_pretrained(teacher)
+            path = str(teacher)
+            if not os.path.isdir(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+                raise FileNotFoundError(
+                    f"teacher_model_name_or_path={path!r}: no such directory. Give the folder of the dense fine-tuned "
+                    "teacher (or a Hub repo id 'user/name'), or None to use a frozen copy of the model."
+                )
+            return type(model).from_pretrained(path)
         raise TypeError(f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}.")
 
     # --- schedules ---------------------------------------------------------------------------------------------
@@ -409,13 +417,26 @@ class SPDTrainer(SPDHubMixin, Trainer):
         return write_atomically(os.path.join(directory, MASKS_NAME), lambda path: save_file(state, path, metadata=metadata))
 
     def load_masks(self, directory: str) -> None:
+        """Read the masks a checkpoint was saved with (clear errors for a missing, truncated or foreign file)."""
+        if not os.path.isdir(directory):
+            raise FileNotFoundError(
+                f"resume_from_checkpoint={directory!r}: no such checkpoint directory. Pass a checkpoint-N folder of "
+                "this run's output_dir, or True for the latest one."
+            )
         path = os.path.join(directory, MASKS_NAME)
         if not os.path.isfile(path):
             raise FileNotFoundError(
                 f"checkpoint {directory} has no {MASKS_NAME}: it was not written by SPDTrainer, or its save was "
                 "interrupted. Resume from an earlier checkpoint."
             )
-        self.masks.load_state_dict(load_file(path))
+        try:
+            state = load_file(path)
+        except (SafetensorError, OSError) as error:
+            raise ValueError(
+                f"{path} cannot be read ({error}): the checkpoint is truncated or damaged. Resume from an earlier "
+                "checkpoint."
+            ) from None
+        self.masks.load_state_dict(state)
 
     def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """``Trainer.train``, plus the masks of the checkpoint being resumed."""
@@ -426,6 +447,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
         num_labels = getattr(self.model.config, "num_labels", 2)
         check_train_dataset(self.train_dataset, num_labels, self._field_needing_gold_labels(num_labels))
+        vocab_size = getattr(self.model.config, "vocab_size", None)
+        check_token_ids(self.train_dataset, vocab_size, "train_dataset")
+        check_token_ids(self.eval_dataset if not isinstance(self.eval_dataset, dict) else None, vocab_size, "eval_dataset")
         if checkpoint:
             check_resumed_recipe(self.args, checkpoint)
             self.load_masks(checkpoint)

@@ -99,7 +99,7 @@ def test_missing_encoded_part(checkpoint):
     "field, value, message",
     [
         ("format", "compressed-tensors", "sparsity_config.format is 'compressed-tensors'"),
-        ("format_version", 2, "sparsity_config.format_version is 2"),
+        ("format_version", 3, "sparsity_config.format_version is 3"),
         ("base_model_type", "../../evil", "sparsity_config.base_model_type is '../../evil'"),
         ("structure", "2:4", "sparsity_config.structure is '2:4'"),
         ("storage_dtype", "float8_e4m3", "sparsity_config.storage_dtype is 'float8_e4m3'"),
@@ -196,3 +196,29 @@ def test_nan_weights_are_refused_on_load(checkpoint):
     rewrite_weights(checkpoint, poison)
     with pytest.raises(ValueError, match="NaN or inf"):
         load(checkpoint)
+
+
+def test_edited_num_hidden_layers_does_not_silently_drop_a_layer(checkpoint):
+    rewrite_config(checkpoint, lambda c: c.update(num_hidden_layers=1))
+    with pytest.raises(CompressedCheckpointError, match=r"has no place for .*num_hidden_layers was edited"):
+        load(checkpoint)
+
+
+def test_recorded_dtype_that_the_stored_values_contradict(checkpoint):
+    # Values stored in float32, config.json claiming float16: loading as recorded would silently round every weight.
+    rewrite_config(checkpoint, lambda c: c["sparsity_config"].update(dtype="float16"))
+    with pytest.raises(CompressedCheckpointError, match=r"are not in the torch.float16 that config.json's sparsity_config"):
+        load(checkpoint)
+
+
+def test_compress_of_a_dense_checkpoint_missing_its_classifier(tmp_path):
+    dense = tmp_path / "dense"
+    pruned_model(sparsity=0.8).save_pretrained(dense)
+    from safetensors.torch import load_file
+
+    weights = load_file(str(dense / "model.safetensors"))
+    del weights["classifier.weight"]
+    save_file(weights, str(dense / "model.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=r"has no \['classifier.weight'\] .* random values"):
+        compress(dense, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

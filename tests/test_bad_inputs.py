@@ -203,3 +203,50 @@ def test_cli_missing_local_path_says_no_such_directory(command, capsys, tmp_path
     assert cli_main(argv) == 2
     error = capsys.readouterr().err
     assert "no such" in error.lower() and missing in error
+
+
+def test_teacher_with_another_head_or_dtype_or_head_count_is_refused(spd_args):
+    from transformers import AutoModelForTokenClassification, BertModel
+
+    from helpers import tiny_config
+
+    token_teacher = AutoModelForTokenClassification.from_config(tiny_config())
+    with pytest.raises(ValueError, match=r"differ in model class \(task head\) .*BertForTokenClassification"):
+        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=token_teacher, train_dataset=tiny_dataset())
+    with pytest.raises(ValueError, match=r"model class \(task head\).*BertModel"):
+        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=BertModel(tiny_config()), train_dataset=tiny_dataset())
+    with pytest.raises(ValueError, match=r"num_attention_heads \(student 4, teacher 2\)"):
+        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=tiny_model(num_attention_heads=2),
+                   train_dataset=tiny_dataset())
+    with pytest.raises(ValueError, match=r"dtype of the weights \(student torch.float32, teacher torch.float16\)"):
+        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=tiny_model().half(), train_dataset=tiny_dataset())
+
+
+def test_teacher_path_that_does_not_exist(spd_args, tmp_path):
+    with pytest.raises(FileNotFoundError, match="teacher_model_name_or_path=.*no such directory"):
+        SPDTrainer(model=tiny_model(), args=spd_args(teacher_model_name_or_path=str(tmp_path / "nope")),
+                   train_dataset=tiny_dataset())
+
+
+@pytest.mark.parametrize("split", ["train_dataset", "eval_dataset"])
+def test_token_ids_outside_the_vocabulary_are_refused_before_training(spd_args, split):
+    rows = tiny_dataset(8).to_dict()
+    rows["input_ids"][3][1] = 5000
+    bad = Dataset.from_dict(rows)
+    datasets = {"train_dataset": tiny_dataset(), "eval_dataset": tiny_dataset(8, seed=1), split: bad}
+    trainer = SPDTrainer(model=tiny_model(), args=spd_args(), **datasets)
+    with pytest.raises(ValueError, match=rf"{split}\[3\]\['input_ids'\] holds token id 5000, outside the model's vocabulary"):
+        trainer.train()
+
+
+def test_resume_from_a_missing_or_truncated_checkpoint(spd_args, tmp_path):
+    output_dir = str(tmp_path / "run")
+    trainer_for(spd_args, output_dir=output_dir, max_steps=4, save_strategy="steps", save_steps=2).train()
+    with pytest.raises(FileNotFoundError, match="no such checkpoint directory"):
+        trainer_for(spd_args, output_dir=output_dir, max_steps=4).train(resume_from_checkpoint=str(tmp_path / "nope"))
+    masks = os.path.join(output_dir, "checkpoint-2", "spd_masks.safetensors")
+    with open(masks, "r+b") as handle:
+        handle.truncate(40)
+    with pytest.raises(ValueError, match="spd_masks.safetensors cannot be read .* truncated or damaged"):
+        trainer_for(spd_args, output_dir=output_dir, max_steps=4).train(
+            resume_from_checkpoint=os.path.join(output_dir, "checkpoint-2"))

@@ -213,3 +213,34 @@ def test_trust_remote_code_with_the_package_installed(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "SPDBertForSequenceClassification" in result.stdout
+
+
+def test_a_plain_transformers_class_cannot_load_random_values_into_pruned_matrices(tmp_path):
+    from transformers import BertForSequenceClassification
+
+    compress(pruned_model(sparsity=0.9), tmp_path / "c")
+    # Without the placeholders (format 1) this loaded with a random matrix under every pruned name and only a
+    # load-report line; now transformers stops on the size mismatch, whatever the verbosity.
+    with pytest.raises(RuntimeError, match="ignore_mismatched_sizes"):
+        BertForSequenceClassification.from_pretrained(tmp_path / "c")
+
+
+def test_format_1_checkpoints_still_load(tmp_path):
+    """Checkpoints written before the placeholders (format_version 1) load exactly as before."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    model = pruned_model(sparsity=0.9)
+    compress(model, tmp_path / "c")
+    weights = tmp_path / "c" / "model.safetensors"
+    with safe_open(str(weights), framework="pt") as handle:
+        metadata = handle.metadata()
+        tensors = {key: handle.get_tensor(key) for key in handle.keys() if handle.get_slice(key).get_shape() != [0]}
+    save_file(tensors, str(weights), metadata=metadata)
+    config = json.loads((tmp_path / "c" / "config.json").read_text())
+    config["sparsity_config"]["format_version"] = 1
+    (tmp_path / "c" / "config.json").write_text(json.dumps(config))
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "c")
+    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), reloaded.state_dict().values()))

@@ -47,7 +47,14 @@ def load_dense_model(path: str) -> PreTrainedModel:
             f"{path}/config.json: architectures={architectures!r} is not one supported class among "
             f"{sorted(DENSE_ARCHITECTURES)}."
         )
-    return getattr(transformers, architectures[0]).from_pretrained(path)
+    model, loading_info = getattr(transformers, architectures[0]).from_pretrained(path, output_loading_info=True)
+    missing = sorted(loading_info.get("missing_keys") or [])
+    if missing:
+        raise ValueError(
+            f"{path}: the checkpoint has no {missing[:3]} ({len(missing)} missing) for {architectures[0]}; "
+            "transformers would fill them with random values. Save the complete fine-tuned model and try again."
+        )
+    return model
 
 
 def compress(

@@ -128,6 +128,7 @@ def _fit_to_class(cls, config, state_dict: dict, source: str) -> dict:
         expected = set(cls.base_model_class(cls.base_config_class(**_plain_config_dict(config))).state_dict())
     prefix = f"{cls.base_model_prefix}."
     if not any(key.startswith(prefix) for key in expected) and any(key.startswith(prefix) for key in state_dict):
+        # A bare model from a task checkpoint: the head (every key outside the base model) is dropped on purpose.
         state_dict = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
     missing = sorted(expected - set(state_dict))
     if missing:
@@ -135,7 +136,14 @@ def _fit_to_class(cls, config, state_dict: dict, source: str) -> dict:
             f"{source}: the checkpoint has no {missing[:3]} ({len(missing)} missing) for {cls.__name__}; load it with "
             "the head it was saved with (see architectures in its config.json)."
         )
-    return {key: value for key, value in state_dict.items() if key in expected}
+    unexpected = sorted(set(state_dict) - expected)
+    if unexpected:
+        raise CompressedCheckpointError(
+            f"{source}: the checkpoint holds {len(unexpected)} weight(s) that {cls.__name__} built from its "
+            f"config.json has no place for ({unexpected[:3]}): a field such as num_hidden_layers was edited. Restore "
+            "config.json from the save; nothing was loaded."
+        )
+    return state_dict
 
 
 def _plain_config_dict(config) -> dict:

@@ -127,6 +127,14 @@ def decode_state_dict(
     from .format import STORAGE_DTYPES
 
     dtype = STORAGE_DTYPES[sparsity_config["dtype"]]
+    storage = STORAGE_DTYPES[sparsity_config.get("storage_dtype") or sparsity_config["dtype"]]
+    wrong = sorted(key for key, tensor in stored.items() if tensor.is_floating_point() and tensor.dtype != storage)
+    if wrong:
+        raise CompressedCheckpointError(
+            f"{source}: {len(wrong)} stored tensor(s) ({wrong[:2]}, {stored[wrong[0]].dtype}) are not in the "
+            f"{storage} that config.json's sparsity_config records (dtype/storage_dtype): the file was edited or "
+            "mixed with another save. Nothing was loaded; loading them as recorded would silently round them."
+        )
     remaining = dict(stored)
     state_dict: dict[str, torch.Tensor] = {}
     for name, entry in sparsity_config["tensors"].items():
@@ -135,6 +143,10 @@ def decode_state_dict(
         if missing:
             raise CompressedCheckpointError(f"{source}: tensor {name!r} ({entry['encoding']}) is missing {missing}.")
         parts = {key: remaining.pop(key) for key in keys}
+        if entry["encoding"] != "dense":
+            placeholder = remaining.pop(name, None)  # format 2's zero-size guard against plain-class loading
+            if placeholder is not None and placeholder.numel() != 0:
+                raise CompressedCheckpointError(f"{source}: tensor {name!r} is stored both encoded and dense.")
         state_dict[name] = decode(name, entry["encoding"], tuple(entry["shape"]), entry["nnz"], parts, dtype, source)
     for key, tensor in remaining.items():
         state_dict[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor

@@ -80,6 +80,9 @@ def encode(name: str, weight: torch.Tensor, storage_dtype: torch.dtype | None = 
             f"{name}.col_indices": nonzero.nonzero()[:, 1].to(torch.int32).to(torch.uint16).contiguous(),
             f"{name}.crow_indices": crow,
         }
+    # Format 2: a zero-size placeholder under the weight's own name. A plain transformers class that loads this
+    # checkpoint then stops on a size mismatch instead of filling the matrix with random values; our loader drops it.
+    tensors[name] = torch.empty(0, dtype=weight.dtype)
     return EncodedTensor(encoding, tensors, shape, nnz)
 
 

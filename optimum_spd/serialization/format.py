@@ -15,8 +15,9 @@ import torch
 from .encoding import ENCODINGS
 
 FORMAT_NAME = "spd-sparse"
-FORMAT_VERSION = 1
-SUPPORTED_FORMAT_VERSIONS = (1,)
+# 2: every encoded (bitmask/CSR) weight also stores a zero-size placeholder under its own name (see encoding.encode).
+FORMAT_VERSION = 2
+SUPPORTED_FORMAT_VERSIONS = (1, 2)
 BASE_MODEL_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
 STRUCTURES = ("unstructured",)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
