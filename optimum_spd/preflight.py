@@ -52,7 +52,9 @@ def check_output_dir(output_dir: str, model: nn.Module, save_steps_enabled: bool
         )
 
 
-def check_train_dataset(dataset, num_labels: int, gold_labels_needed_by: str | None = None) -> None:
+def check_train_dataset(
+    dataset, num_labels: int, gold_labels_needed_by: str | None = None, problem_type: str | None = None
+) -> None:
     """Refuse an empty dataset, labels outside ``[0, num_labels)``, non-numeric regression targets, and a dataset
     without labels when a loss term needs them (``gold_labels_needed_by`` names the config field that does)."""
     if dataset is None:
@@ -72,6 +74,14 @@ def check_train_dataset(dataset, num_labels: int, gold_labels_needed_by: str | N
             )
         return
     labels = dataset[column]
+    if problem_type == "multi_label_classification":
+        for row, label in enumerate(labels):
+            if not isinstance(label, (list, tuple)) or len(label) != num_labels:
+                raise ValueError(
+                    f"train_dataset[{row}][{column!r}] = {label!r} is not a list of {num_labels} floats, as "
+                    "problem_type='multi_label_classification' needs (one 0/1 target per label)."
+                )
+        return
     if num_labels == 1:
         for row, label in enumerate(labels):
             if isinstance(label, bool) or not isinstance(label, (int, float)):
@@ -81,6 +91,15 @@ def check_train_dataset(dataset, num_labels: int, gold_labels_needed_by: str | N
                 )
         return
     for row, label in enumerate(labels):
+        if isinstance(label, (list, tuple)):  # token classification: a class id per token, -100 where ignored
+            bad = next((value for value in label if value != -100 and not (
+                isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_labels)), None)
+            if bad is not None:
+                raise ValueError(
+                    f"train_dataset[{row}][{column!r}] holds {bad!r}, not a class id in [0, {num_labels - 1}] or "
+                    f"-100 (ignored), with the model's num_labels={num_labels}. Fix the labels or num_labels."
+                )
+            continue
         if isinstance(label, bool) or not isinstance(label, int) or not 0 <= label < num_labels:
             raise ValueError(
                 f"train_dataset[{row}][{column!r}] = {label!r} is not a class id in [0, {num_labels - 1}] "

@@ -212,6 +212,21 @@ class SPDTrainer(SPDHubMixin, Trainer):
             return type(model).from_pretrained(path)
         raise TypeError(f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}.")
 
+    def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
+        """Trainer's repo creation for ``push_to_hub=True``, with time-outs and an error that says what to do."""
+        from .hub.push import HubPushError, ensure_hub_timeouts
+
+        ensure_hub_timeouts()
+        try:
+            super().init_hf_repo(token=token, private=private)
+        except Exception as error:  # connection refused, DNS, time-out, HTTP errors: the same advice applies
+            raise HubPushError(
+                f"push_to_hub=True: the Hub repo {self.args.hub_model_id or self.args.output_dir!r} could not be "
+                f"created or reached ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
+                "Nothing was trained yet. Check HF_ENDPOINT, your network and token, or set push_to_hub=False and "
+                "push later with trainer.push_to_hub() or `optimum-spd push`."
+            ) from None
+
     # --- schedules ---------------------------------------------------------------------------------------------
 
     def resolve_stage_steps(self, total_steps: int) -> StageSteps:
@@ -320,8 +335,10 @@ class SPDTrainer(SPDHubMixin, Trainer):
             values = {name: float(value) for name, value in terms.items()}
             raise FloatingPointError(
                 f"the SPD loss is {float(loss.detach())} at optimizer step {step + 1} (terms {values}); training stopped before "
-                "this step updated any weight, so the last saved checkpoint is intact. Lower learning_rate, keep "
-                "max_grad_norm > 0, or check the inputs of this batch, then resume from that checkpoint."
+                "this step updated any weight, so the last saved checkpoint is intact. Lower "
+                f"learning_rate={self.args.learning_rate}, keep max_grad_norm={self.args.max_grad_norm} > 0, check "
+                f"temperature={self.args.temperature} and the loss weights of the non-finite terms, or the inputs of "
+                "this batch, then resume from that checkpoint."
             )
         if not loss.requires_grad:  # the all-teacher step above: backward is a no-op
             loss.requires_grad_(True)
@@ -446,7 +463,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
         num_labels = getattr(self.model.config, "num_labels", 2)
-        check_train_dataset(self.train_dataset, num_labels, self._field_needing_gold_labels(num_labels))
+        check_train_dataset(self.train_dataset, num_labels, self._field_needing_gold_labels(num_labels),
+                            getattr(self.model.config, "problem_type", None))
         vocab_size = getattr(self.model.config, "vocab_size", None)
         check_token_ids(self.train_dataset, vocab_size, "train_dataset")
         check_token_ids(self.eval_dataset if not isinstance(self.eval_dataset, dict) else None, vocab_size, "eval_dataset")

@@ -250,3 +250,41 @@ def test_resume_from_a_missing_or_truncated_checkpoint(spd_args, tmp_path):
     with pytest.raises(ValueError, match="spd_masks.safetensors cannot be read .* truncated or damaged"):
         trainer_for(spd_args, output_dir=output_dir, max_steps=4).train(
             resume_from_checkpoint=os.path.join(output_dir, "checkpoint-2"))
+
+
+def test_multi_label_and_token_labels_are_accepted_and_checked(spd_args):
+    from optimum_spd.preflight import check_train_dataset
+
+    multi = Dataset.from_dict({"input_ids": [[2, 5, 3]] * 2, "labels": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]})
+    check_train_dataset(multi, 3, problem_type="multi_label_classification")  # accepted: one target per label
+    with pytest.raises(ValueError, match="not a list of 3 floats"):
+        check_train_dataset(Dataset.from_dict({"labels": [[1.0, 0.0]]}), 3, problem_type="multi_label_classification")
+    tokens = Dataset.from_dict({"input_ids": [[2, 5, 3]], "labels": [[-100, 1, -100]]})
+    check_train_dataset(tokens, 2)  # accepted: -100 marks ignored positions
+    with pytest.raises(ValueError, match=r"holds 4, not a class id in \[0, 1\] or -100"):
+        check_train_dataset(Dataset.from_dict({"labels": [[-100, 4, -100]]}), 2)
+
+
+def test_read_only_output_is_a_clear_error(tmp_path, monkeypatch):
+    import tempfile
+
+    from optimum_spd import compress
+
+    def refuse(*args, **kwargs):  # what mkdtemp raises in a read-only directory (root ignores chmod, so inject it)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with pytest.raises(ValueError, match=r"cannot write the checkpoint .*Permission denied.*writable directory"):
+        compress(tiny_model(), tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_push_to_hub_true_with_the_hub_unreachable_is_a_clear_error(spd_args, monkeypatch):
+    import huggingface_hub.constants
+
+    from optimum_spd.hub import HubPushError
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    with pytest.raises(HubPushError, match=r"push_to_hub=True: the Hub repo .* could not be created or reached .*"
+                                           r"Nothing was trained yet"):
+        trainer_for(spd_args, push_to_hub=True, hub_model_id="tester/unreachable")

@@ -247,10 +247,26 @@ def atomic_directory(path: str, inputs: tuple[str, ...] = (), overwrite: bool = 
     """
     real = check_output_directory(path, inputs, overwrite)
     parent = os.path.dirname(real)
-    os.makedirs(parent, exist_ok=True)
-    staging = tempfile.mkdtemp(prefix=f".{os.path.basename(real)}.tmp-", dir=parent)
     try:
-        yield staging
+        os.makedirs(parent, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f".{os.path.basename(real)}.tmp-", dir=parent)
+    except OSError as error:
+        raise OutputDirectoryError(
+            f"cannot write the checkpoint {path}: {error.strerror or error} in {parent}. Nothing was written; choose "
+            "a writable directory."
+        ) from None
+    try:
+        try:
+            yield staging
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES):
+                raise OSError(
+                    error.errno,
+                    f"writing the checkpoint {path} failed: {error.strerror} ({error.filename or parent}). The "
+                    "previous content of that path is untouched; free space or choose another directory, then save "
+                    "again.",
+                ) from error
+            raise
         if os.path.isdir(real):
             os.chmod(staging, stat.S_IMODE(os.stat(real).st_mode))
         else:
