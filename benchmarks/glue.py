@@ -287,12 +287,15 @@ def mean_std(values: list[float]) -> str:
 
 
 def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision)."""
+    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision, teacher).
+
+    The teacher's headline score is part of the key: runs against different teachers are never averaged together.
+    """
     order = {method: index for index, method in enumerate(METHOD_ORDER)}
     groups: dict[tuple, list[dict]] = {}
     for result in results:
         key = (result["task"], result["sparsity"], result["method"], result.get("learning_rate"),
-               result.get("precision", "fp32"))
+               result.get("precision", "fp32"), round(result["teacher"][headline_key(result["task"])], 6))
         groups.setdefault(key, []).append(result)
     return dict(sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], 99),
                                                          item[0][3] or 0, item[0][4])))
@@ -306,7 +309,7 @@ def results_table(results: list[dict]) -> str:
         "train time (s) | steps |",
         "| --- | ---: | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, sparsity, method, learning_rate, precision), runs in group_runs(results).items():
+    for (task, sparsity, method, learning_rate, precision, _), runs in group_runs(results).items():
         names = BUDGETS[task].metrics
         teacher = runs[0]["teacher"]
         last = " / ".join(mean_std([run["final"][f"eval_{name}"] for run in runs]) for name in names)
