@@ -184,6 +184,13 @@ class SparseDistillConfig(TrainingArguments):
                 fail(name, f"it must be in [{low}, {high}{upper}.")
 
         check_number("target_sparsity", 0.0, 1.0, high_inclusive=False)
+        check_number("learning_rate", 0.0, math.inf)
+        if self.learning_rate == 0:
+            fail("learning_rate", "it must be > 0, or nothing trains (1e-4 is this project's measured default).")
+        for name in ("per_device_train_batch_size", "gradient_accumulation_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                fail(name, "it must be an integer >= 1.")
         for name in ("pruning_start", "pruning_end", "stage_1_end", "stage_2_end", "replacing_rate"):
             check_number(name, 0.0, 1.0)
         for name in ("hidden_distill_weight", "attention_distill_weight", "logit_distill_weight", "hard_label_weight"):

@@ -65,6 +65,12 @@ def check_train_dataset(
         return  # iterable datasets: nothing to check up front
     if rows == 0:
         raise ValueError("train_dataset is empty: SPD needs training rows to distil on.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is not None and "input_ids" not in columns and "inputs_embeds" not in columns:
+        raise ValueError(
+            f"train_dataset has no 'input_ids' column (columns: {columns}): it is not tokenised. Map it through the "
+            "model's tokenizer first, e.g. dataset.map(lambda row: tokenizer(row['text'], truncation=True))."
+        )
     column = next((name for name in ("labels", "label") if name in getattr(dataset, "column_names", [])), None)
     if column is None:
         if gold_labels_needed_by is not None and getattr(dataset, "column_names", None) is not None:

@@ -152,6 +152,12 @@ class SPDTrainer(SPDHubMixin, Trainer):
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"SPDTrainer needs a transformers PreTrainedModel as model, got {type(model).__name__}.")
         check_distributed_mode(args)
+        if any(param.is_meta for param in model.parameters()):
+            raise ValueError(
+                "the model has weights on the meta device (loaded without materialising them, e.g. with "
+                "device_map='meta' or init_empty_weights): SPD needs real weights to prune and to copy into the "
+                "teacher. Load it with from_pretrained(path) and no device_map, or call model.to_empty() and load them."
+            )
         teacher = self._load_teacher(model, teacher_model if teacher_model is not None else args.teacher_model_name_or_path)
         if args.is_attention_distilled:
             # Only the eager attention returns attention probabilities; SDPA and flash attention do not.

@@ -258,11 +258,12 @@ def test_multi_label_and_token_labels_are_accepted_and_checked(spd_args):
     multi = Dataset.from_dict({"input_ids": [[2, 5, 3]] * 2, "labels": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]})
     check_train_dataset(multi, 3, problem_type="multi_label_classification")  # accepted: one target per label
     with pytest.raises(ValueError, match="not a list of 3 floats"):
-        check_train_dataset(Dataset.from_dict({"labels": [[1.0, 0.0]]}), 3, problem_type="multi_label_classification")
+        check_train_dataset(Dataset.from_dict({"input_ids": [[2, 3]], "labels": [[1.0, 0.0]]}), 3,
+                            problem_type="multi_label_classification")
     tokens = Dataset.from_dict({"input_ids": [[2, 5, 3]], "labels": [[-100, 1, -100]]})
     check_train_dataset(tokens, 2)  # accepted: -100 marks ignored positions
     with pytest.raises(ValueError, match=r"holds 4, not a class id in \[0, 1\] or -100"):
-        check_train_dataset(Dataset.from_dict({"labels": [[-100, 4, -100]]}), 2)
+        check_train_dataset(Dataset.from_dict({"input_ids": [[2, 5, 3]], "labels": [[-100, 4, -100]]}), 2)
 
 
 def test_read_only_output_is_a_clear_error(tmp_path, monkeypatch):
@@ -288,3 +289,22 @@ def test_push_to_hub_true_with_the_hub_unreachable_is_a_clear_error(spd_args, mo
     with pytest.raises(HubPushError, match=r"push_to_hub=True: the Hub repo .* could not be created or reached .*"
                                            r"Nothing was trained yet"):
         trainer_for(spd_args, push_to_hub=True, hub_model_id="tester/unreachable")
+
+
+def test_second_hostile_pass_cases(spd_args, tmp_path, capsys):
+    """Inputs found by a hostile pass after issue 13's list: each now fails early, naming the field and the fix."""
+    with pytest.raises(ValueError, match=r"learning_rate=nan is invalid: it must be a finite number"):
+        spd_args(learning_rate=float("nan"))
+    with pytest.raises(ValueError, match=r"per_device_train_batch_size=0 is invalid: it must be an integer >= 1"):
+        spd_args(per_device_train_batch_size=0)
+    with pytest.raises(ValueError, match="weights on the meta device"):
+        trainer_for(spd_args, model=tiny_model().to("meta"))
+    text_only = Dataset.from_dict({"text": ["w1 w2"] * 16, "labels": [0] * 16})
+    with pytest.raises(ValueError, match="no 'input_ids' column .* not tokenised"):
+        trainer_for(spd_args, dataset=text_only).train()
+    from optimum_spd.commands.main import main as cli_main
+
+    a_file = tmp_path / "weights.bin"
+    a_file.write_text("x")
+    assert cli_main(["info", str(a_file)]) == 2
+    assert "is a file; give the checkpoint directory" in capsys.readouterr().err

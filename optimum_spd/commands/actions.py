@@ -28,6 +28,8 @@ def check_source_exists(path: str, local_only: bool = False) -> None:
     if os.path.isdir(path):
         if not os.path.isfile(os.path.join(path, "config.json")):
             raise FileNotFoundError(f"{path} has no config.json: it is not a model checkpoint directory.")
+    elif os.path.isfile(path):
+        raise NotADirectoryError(f"{path} is a file; give the checkpoint directory that holds config.json.")
     elif local_only or _looks_like_a_local_path(path) or os.path.exists(path):
         raise FileNotFoundError(f"no such checkpoint directory: {path}. Check the path (a Hub repo id is 'user/name').")
 
