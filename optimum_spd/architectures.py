@@ -12,14 +12,10 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from .constants import SUPPORTED_ARCHITECTURES
+
 # model_type -> attribute path of the layer list, relative to the model's base model.
-LAYER_LIST_PATHS = {
-    "bert": "encoder.layer",
-    "roberta": "encoder.layer",
-    "electra": "encoder.layer",
-    "deberta-v2": "encoder.layer",
-    "distilbert": "transformer.layer",
-}
+LAYER_LIST_PATHS = {model_type: spec.layer_list for model_type, spec in SUPPORTED_ARCHITECTURES.items()}
 
 
 class UnsupportedArchitectureError(ValueError):

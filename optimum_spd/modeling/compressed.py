@@ -16,6 +16,7 @@ from torch import nn
 from transformers import PretrainedConfig
 from transformers.utils import cached_file
 
+from ..constants import HEAD_SUFFIXES, base_type_and_head, spd_class_name, spd_model_type
 from ..report import sparsity_report
 from ..serialization.checkpoint import (
     WEIGHTS_INDEX_NAME,
@@ -46,8 +47,6 @@ def spd_config_dict(
     config: PretrainedConfig, architecture: str, sparsity_config: dict, auto_map: dict[str, str]
 ) -> dict:
     """``config.json`` of an SPD checkpoint: every base field at top level, plus the SPD model type and block."""
-    from .registry import spd_model_type
-
     base_model_type = getattr(config, "base_model_type", None) or config.model_type
     config_dict = config.to_dict()
     config_dict.pop("sparsity_config", None)
@@ -86,13 +85,14 @@ def save_compressed(
         overwrite: accept a non-empty ``save_directory`` that is not a model checkpoint (its checkpoint, tokenizer
             and card files are replaced, everything else is kept).
     """
-    from .registry import spd_classes_for
-
     check_output_directory(str(save_directory), inputs, overwrite)  # before any work: refuse an unsafe directory
     if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
         raise ValueError(f"storage_dtype={storage_dtype!r} is not one of {sorted(STORAGE_DTYPES)} (or None).")
     config = model.config
-    spd_config_class, spd_model_class, auto_classes = spd_classes_for(model)
+    # Class *names* only (from the architecture table): the writer needs no generated class, hence no registry import.
+    base_type, head = base_type_and_head(type(model).__name__, getattr(config, "base_model_type", None) or config.model_type)
+    config_class_name, model_class_name = spd_class_name(base_type), spd_class_name(base_type, head)
+    auto_class_names = {auto: spd_class_name(base_type, suffix) for auto, suffix in HEAD_SUFFIXES.items()}
     if targets is None:
         recorded = getattr(config, "sparsity_config", None)
         targets = set(recorded["targets"]) if recorded else None
@@ -121,12 +121,12 @@ def save_compressed(
         ),
         source="the config being saved",
     )
-    auto_map = {"AutoConfig": f"configuration_spd.{spd_config_class.__name__}"}
-    auto_map.update({auto: f"modeling_spd.{cls.__name__}" for auto, cls in auto_classes.items()})
-    config_dict = spd_config_dict(config, spd_model_class.__name__, sparsity_config, auto_map)
+    auto_map = {"AutoConfig": f"configuration_spd.{config_class_name}"}
+    auto_map.update({auto: f"modeling_spd.{name}" for auto, name in auto_class_names.items()})
+    config_dict = spd_config_dict(config, model_class_name, sparsity_config, auto_map)
     with atomic_directory(str(save_directory), inputs, overwrite) as staging:
         write_weights(stored, encoded, staging, checkpoint_id, max_shard_size)
-        write_shims(staging, spd_config_class, auto_classes)
+        write_shims(staging, config_class_name, sorted(set(auto_class_names.values())))
         if add_files is not None:
             add_files(staging)
         # config.json last: a directory with a config.json is a complete checkpoint.

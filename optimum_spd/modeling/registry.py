@@ -19,38 +19,25 @@ from transformers import (
     AutoModelForTokenClassification,
 )
 
+from ..constants import HEAD_SUFFIXES, SUPPORTED_ARCHITECTURES, base_type_and_head, spd_class_name, spd_model_type
 from .mixin import SPDModelMixin
 
 # base model_type -> class-name prefix in transformers
-BASE_ARCHITECTURES = {
-    "bert": "Bert",
-    "roberta": "Roberta",
-    "distilbert": "DistilBert",
-    "electra": "Electra",
-    "deberta-v2": "DebertaV2",
-}
+BASE_ARCHITECTURES = {model_type: spec.class_prefix for model_type, spec in SUPPORTED_ARCHITECTURES.items()}
 # Auto class -> class-name suffix of the head
-HEADS = {
-    AutoModel: "Model",
-    AutoModelForSequenceClassification: "ForSequenceClassification",
-    AutoModelForTokenClassification: "ForTokenClassification",
-    AutoModelForQuestionAnswering: "ForQuestionAnswering",
-}
+_AUTO_CLASSES = (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification,
+                 AutoModelForQuestionAnswering)
+HEADS = {auto_class: HEAD_SUFFIXES[auto_class.__name__] for auto_class in _AUTO_CLASSES}
 
 CONFIG_CLASSES: dict[str, type] = {}  # base model_type -> SPD config class
 MODEL_CLASSES: dict[tuple[str, str], type] = {}  # (base model_type, head suffix) -> SPD model class
-
-
-def spd_model_type(base_model_type: str) -> str:
-    """``bert`` -> ``spd_bert``, ``deberta-v2`` -> ``spd_deberta_v2``."""
-    return "spd_" + base_model_type.replace("-", "_")
 
 
 def _generate_classes() -> None:
     for base_type, prefix in BASE_ARCHITECTURES.items():
         base_config = getattr(transformers, f"{prefix}Config")
         config_class = type(
-            f"SPD{prefix}Config",
+            spd_class_name(base_type),
             (base_config,),
             {"model_type": spd_model_type(base_type), "__module__": __name__,
              "__doc__": f"{base_config.__name__} of an optimum-spd compressed sparse checkpoint."},
@@ -60,7 +47,7 @@ def _generate_classes() -> None:
         for suffix in HEADS.values():
             base_model = getattr(transformers, f"{prefix}{suffix}")
             model_class = type(
-                f"SPD{prefix}{suffix}",
+                spd_class_name(base_type, suffix),
                 (SPDModelMixin, base_model),
                 {"config_class": config_class, "base_model_class": base_model, "base_config_class": base_config,
                  "__module__": __name__, "__doc__": f"{base_model.__name__} loaded from / saved to the SPD sparse format."},
@@ -85,16 +72,7 @@ def spd_classes_for(model: nn.Module) -> tuple[type, type, dict[str, type]]:
     """
     config = getattr(model, "config", None)
     base_type = getattr(config, "base_model_type", None) or getattr(config, "model_type", None)
-    model_class = getattr(type(model), "base_model_class", type(model))
-    prefix = BASE_ARCHITECTURES.get(base_type)
-    if prefix is None or not model_class.__name__.startswith(prefix):
-        raise ValueError(
-            f"{type(model).__name__} (model_type={base_type!r}) has no compressed SPD format; supported: "
-            f"{', '.join(f'{p}{s}' for p in BASE_ARCHITECTURES.values() for s in HEADS.values())}."
-        )
-    suffix = model_class.__name__[len(prefix):]
-    if (base_type, suffix) not in MODEL_CLASSES:
-        raise ValueError(f"{model_class.__name__}: head {suffix!r} has no SPD class; supported: {sorted(set(HEADS.values()))}.")
+    base_type, suffix = base_type_and_head(type(model).__name__, base_type)
     auto_classes = {auto.__name__: MODEL_CLASSES[(base_type, head)] for auto, head in HEADS.items()}
     return CONFIG_CLASSES[base_type], MODEL_CLASSES[(base_type, suffix)], auto_classes
 

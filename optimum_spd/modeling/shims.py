@@ -13,10 +13,10 @@ import os
 _HEADER = '"""Shim written by optimum-spd: this checkpoint is a compressed sparse model. Install it with `pip install optimum-spd`."""\n\n'
 
 
-def write_shims(directory: str, config_class: type, auto_classes: dict[str, type]) -> None:
-    """Write ``configuration_spd.py`` and ``modeling_spd.py`` into ``directory``."""
+def write_shims(directory: str, config_class_name: str, model_class_names: list[str]) -> None:
+    """Write ``configuration_spd.py`` and ``modeling_spd.py`` into ``directory`` (names of registry classes)."""
     with open(os.path.join(directory, "configuration_spd.py"), "w", encoding="utf-8") as handle:
-        handle.write(_HEADER + f"from optimum_spd.modeling.registry import {config_class.__name__}  # noqa: F401\n")
-    names = sorted({cls.__name__ for cls in auto_classes.values()})
+        handle.write(_HEADER + f"from optimum_spd.modeling.registry import {config_class_name}  # noqa: F401\n")
+    names = sorted(model_class_names)
     with open(os.path.join(directory, "modeling_spd.py"), "w", encoding="utf-8") as handle:
         handle.write(_HEADER + f"from optimum_spd.modeling.registry import {', '.join(names)}  # noqa: F401\n")

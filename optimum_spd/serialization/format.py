@@ -12,13 +12,14 @@ from typing import Any
 
 import torch
 
+from ..constants import SUPPORTED_ARCHITECTURES
 from .encoding import ENCODINGS
 
 FORMAT_NAME = "spd-sparse"
 # 2: every encoded (bitmask/CSR) weight also stores a zero-size placeholder under its own name (see encoding.encode).
 FORMAT_VERSION = 2
 SUPPORTED_FORMAT_VERSIONS = (1, 2)
-BASE_MODEL_TYPES = ("bert", "roberta", "distilbert", "electra", "deberta-v2")
+BASE_MODEL_TYPES = tuple(SUPPORTED_ARCHITECTURES)
 STRUCTURES = ("unstructured",)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
