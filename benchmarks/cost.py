@@ -49,9 +49,9 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer
-from optimum_spd.data import load_glue, tokenize_glue
+from optimum_spd.tasks import load_glue, tokenize_glue
 from optimum_spd.utils import write_json_atomically
-from optimum_spd.teacher import default_base_model_path, teacher_training_arguments
+from optimum_spd.tasks import default_base_model_path, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "cost.json")

@@ -56,10 +56,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.architectures import prunable_parameters
-from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
+from optimum_spd.tasks import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.pruning import PruningMasks
 from optimum_spd.utils import write_json_atomically
-from optimum_spd.teacher import default_base_model_path, fine_tune_teacher, teacher_training_arguments
+from optimum_spd.tasks import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEACHER_LEARNING_RATE, TEACHER_SEED, TEACHER_OPTIM = 1e-4, 42, "adamw_torch_fused"

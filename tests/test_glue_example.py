@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from optimum_spd.data import load_glue, load_glue_metric
+from optimum_spd.tasks import load_glue, load_glue_metric
 from helpers import WORDS, tiny_model, tiny_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

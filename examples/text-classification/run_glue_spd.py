@@ -35,15 +35,18 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
-from optimum_spd.data import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.hub import license_of
-from optimum_spd.utils import write_json_atomically
-from optimum_spd.teacher import (
+from optimum_spd.tasks import (
     DEFAULT_BASE_MODEL_ID,
+    GLUE_TASKS,
     default_base_model_path,
     fine_tune_teacher,
+    glue_compute_metrics,
+    load_glue,
     teacher_training_arguments,
+    tokenize_glue,
 )
+from optimum_spd.utils import write_json_atomically
 
 logger = logging.getLogger(__name__)
 
