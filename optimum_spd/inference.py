@@ -50,7 +50,9 @@ class CSRLinear(nn.Module):
         if self.bias is not None:
             destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs):
+    def _load_from_state_dict(
+        self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+    ):
         if prefix + "weight" in state_dict:
             self.weight_csr = _to_csr(state_dict[prefix + "weight"].detach())
         elif strict:
@@ -63,7 +65,9 @@ class CSRLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, sparsity={self.sparsity:.3f}"
 
 
-def to_sparse_inference(model: nn.Module, targets: Iterable[str] | None = None, min_sparsity: float = 0.8) -> list[str]:
+def to_sparse_inference(
+    model: nn.Module, targets: Iterable[str] | None = None, min_sparsity: float = 0.8
+) -> list[str]:
     """Replace each targeted ``nn.Linear`` whose weight is at least ``min_sparsity`` sparse by a :class:`CSRLinear`.
 
     Args:

@@ -98,8 +98,15 @@ def check_train_dataset(
         return
     for row, label in enumerate(labels):
         if isinstance(label, (list, tuple)):  # token classification: a class id per token, -100 where ignored
-            bad = next((value for value in label if value != -100 and not (
-                isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_labels)), None)
+            bad = next(
+                (
+                    value
+                    for value in label
+                    if value != -100
+                    and not (isinstance(value, int) and not isinstance(value, bool) and 0 <= value < num_labels)
+                ),
+                None,
+            )
             if bad is not None:
                 raise ValueError(
                     f"train_dataset[{row}][{column!r}] holds {bad!r}, not a class id in [0, {num_labels - 1}] or "
@@ -169,10 +176,25 @@ def check_teacher_matches_student(student: PreTrainedModel, teacher: PreTrainedM
 # Recipe fields that fix what a resumed run computes: a resumed run with another value would silently continue the
 # old schedule with the new one (masks, stages and losses computed from both), so it is refused.
 RESUME_FIXED_FIELDS = (
-    "target_sparsity", "sparsity_schedule", "pruning_start", "pruning_end", "stage_1_end", "stage_2_end",
-    "num_pruning_events", "replacing_rate", "replacing_schedule", "step_unsampled_layers", "lr_restart",
-    "pruning_targets", "temperature", "hidden_distill_weight", "attention_distill_weight", "logit_distill_weight",
-    "regression_distill_target", "hard_label_weight", "train_embeddings_and_head",
+    "target_sparsity",
+    "sparsity_schedule",
+    "pruning_start",
+    "pruning_end",
+    "stage_1_end",
+    "stage_2_end",
+    "num_pruning_events",
+    "replacing_rate",
+    "replacing_schedule",
+    "step_unsampled_layers",
+    "lr_restart",
+    "pruning_targets",
+    "temperature",
+    "hidden_distill_weight",
+    "attention_distill_weight",
+    "logit_distill_weight",
+    "regression_distill_target",
+    "hard_label_weight",
+    "train_embeddings_and_head",
 )
 
 

@@ -58,7 +58,9 @@ class SparsityReport:
             "prunable_zeros": self.prunable_zeros,
             "total_numel": self.total_numel,
             "total_zeros": self.total_zeros,
-            "tensors": [{**asdict(tensor), "shape": list(tensor.shape), "sparsity": tensor.sparsity} for tensor in self.tensors],
+            "tensors": [
+                {**asdict(tensor), "shape": list(tensor.shape), "sparsity": tensor.sparsity} for tensor in self.tensors
+            ],
         }
 
     def __str__(self) -> str:
@@ -122,7 +124,12 @@ def sparsity_by_layer(tensors: Iterable[tuple[str, int, int]]) -> list[dict[str,
         group[2] += nnz
     order = sorted(groups, key=lambda layer: (not layer.isdigit(), int(layer) if layer.isdigit() else 0))
     return [
-        {"layer": layer, "tensors": groups[layer][0], "numel": groups[layer][1], "nnz": groups[layer][2],
-         "sparsity": 1 - groups[layer][2] / groups[layer][1] if groups[layer][1] else 0.0}
+        {
+            "layer": layer,
+            "tensors": groups[layer][0],
+            "numel": groups[layer][1],
+            "nnz": groups[layer][2],
+            "sparsity": 1 - groups[layer][2] / groups[layer][1] if groups[layer][1] else 0.0,
+        }
         for layer in order
     ]

@@ -43,8 +43,8 @@ from .preflight import (
     check_train_dataset,
 )
 from .pruning.masks import PruningMasks
-from .utils import write_atomically
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
+from .utils import write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +75,7 @@ def _install_output_capturing_hooks(model: nn.Module) -> None:
 class SPDCallback(TrainerCallback):
     """Applies the masks around every optimizer step and grows them on the pruning schedule."""
 
-    def __init__(self, trainer: "SPDTrainer"):
+    def __init__(self, trainer: SPDTrainer):
         self.trainer = trainer
         self._step_started = 0.0
 
@@ -158,7 +158,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 "device_map='meta' or init_empty_weights): SPD needs real weights to prune and to copy into the "
                 "teacher. Load it with from_pretrained(path) and no device_map, or call model.to_empty() and load them."
             )
-        teacher = self._load_teacher(model, teacher_model if teacher_model is not None else args.teacher_model_name_or_path)
+        teacher = self._load_teacher(
+            model, teacher_model if teacher_model is not None else args.teacher_model_name_or_path
+        )
         if args.is_attention_distilled:
             # Only the eager attention returns attention probabilities; SDPA and flash attention do not.
             model.set_attn_implementation("eager")
@@ -175,7 +177,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
         self.masks = PruningMasks(prunable_parameters(model, args.pruning_targets))
         trainable = [param for param in self.masks.parameters.values() if param.requires_grad]
         if not trainable:
-            raise ValueError("none of the pruned weights is trainable (requires_grad=False everywhere): unfreeze them.")
+            raise ValueError(
+                "none of the pruned weights is trainable (requires_grad=False everywhere): unfreeze them."
+            )
 
         if args.should_save:
             check_output_dir(args.output_dir, model, args.save_strategy != "no")
@@ -216,7 +220,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
                     "teacher (or a Hub repo id 'user/name'), or None to use a frozen copy of the model."
                 )
             return type(model).from_pretrained(path)
-        raise TypeError(f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}.")
+        raise TypeError(
+            f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}."
+        )
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:
         """Trainer's repo creation for ``push_to_hub=True``, with time-outs and an error that says what to do."""
@@ -437,7 +443,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
         """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""
         state = self.masks.state_dict()
         metadata = {"format": "pt", "content": "spd-masks"}
-        return write_atomically(os.path.join(directory, MASKS_NAME), lambda path: save_file(state, path, metadata=metadata))
+        return write_atomically(
+            os.path.join(directory, MASKS_NAME), lambda path: save_file(state, path, metadata=metadata)
+        )
 
     def load_masks(self, directory: str) -> None:
         """Read the masks a checkpoint was saved with (clear errors for a missing, truncated or foreign file)."""
@@ -469,11 +477,17 @@ class SPDTrainer(SPDHubMixin, Trainer):
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
         num_labels = getattr(self.model.config, "num_labels", 2)
-        check_train_dataset(self.train_dataset, num_labels, self._field_needing_gold_labels(num_labels),
-                            getattr(self.model.config, "problem_type", None))
+        check_train_dataset(
+            self.train_dataset,
+            num_labels,
+            self._field_needing_gold_labels(num_labels),
+            getattr(self.model.config, "problem_type", None),
+        )
         vocab_size = getattr(self.model.config, "vocab_size", None)
         check_token_ids(self.train_dataset, vocab_size, "train_dataset")
-        check_token_ids(self.eval_dataset if not isinstance(self.eval_dataset, dict) else None, vocab_size, "eval_dataset")
+        check_token_ids(
+            self.eval_dataset if not isinstance(self.eval_dataset, dict) else None, vocab_size, "eval_dataset"
+        )
         if checkpoint:
             check_resumed_recipe(self.args, checkpoint)
             self.load_masks(checkpoint)

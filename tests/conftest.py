@@ -37,9 +37,19 @@ def spd_args(tmp_path):
 
     def make(**overrides):
         options = dict(
-            output_dir=str(tmp_path / "out"), max_steps=20, per_device_train_batch_size=8, learning_rate=1e-3,
-            logging_steps=1, report_to=[], save_strategy="no", use_cpu=True, seed=0, target_sparsity=0.8,
-            check_sparsity_invariant=True, disable_tqdm=True, num_pruning_events=2,
+            output_dir=str(tmp_path / "out"),
+            max_steps=20,
+            per_device_train_batch_size=8,
+            learning_rate=1e-3,
+            logging_steps=1,
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+            target_sparsity=0.8,
+            check_sparsity_invariant=True,
+            disable_tqdm=True,
+            num_pruning_events=2,
         )
         options.update(overrides)
         return SparseDistillConfig(**options)

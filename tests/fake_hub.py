@@ -52,7 +52,7 @@ class FakeHub:
         host, port = self._server.server_address
         return f"http://{host}:{port}"
 
-    def start(self) -> "FakeHub":
+    def start(self) -> FakeHub:
         hub = self
 
         class Handler(_Handler):
@@ -72,7 +72,9 @@ class FakeHub:
         return dict(self.repos[repo_id].head["files"])
 
     def all_uploaded_bytes(self) -> bytes:
-        return b"".join(content for repo in self.repos.values() for commit in repo.commits for content in commit["files"].values())
+        return b"".join(
+            content for repo in self.repos.values() for commit in repo.commits for content in commit["files"].values()
+        )
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -112,7 +114,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _inject(self, route: str) -> bool:
         """Apply an injected failure for ``route``; True when the request was answered (or dropped)."""
         with self.state.lock:
-            for index, (name, outcome) in enumerate(self.state.fail_next):
+            for index, (name, outcome) in enumerate(self.state.fail_next):  # noqa: B007 (used after the break)
                 if name == route:
                     del self.state.fail_next[index]
                     break
@@ -151,7 +153,16 @@ class _Handler(BaseHTTPRequestHandler):
     def whoami(self):
         if not self._authorized():
             return self._error(401, "Invalid credentials in Authorization header")
-        self._send(200, {"type": "user", "name": "tester", "fullname": "Tester", "orgs": [], "auth": {"type": "access_token", "accessToken": {"role": "write"}}})
+        self._send(
+            200,
+            {
+                "type": "user",
+                "name": "tester",
+                "fullname": "Tester",
+                "orgs": [],
+                "auth": {"type": "access_token", "accessToken": {"role": "write"}},
+            },
+        )
 
     def create_repo(self):
         if not self._authorized():
@@ -164,9 +175,13 @@ class _Handler(BaseHTTPRequestHandler):
         repo_id = f"{request.get('organization') or 'tester'}/{request['name']}"
         with self.state.lock:
             if repo_id in self.state.repos:
-                return self._send(409, {"error": "You already created this model repo", "url": f"{self.state.endpoint}/{repo_id}"})
-            self.state.repos[repo_id] = Repository(private=bool(request.get("private")),
-                                                   commits=[{"oid": _oid(b"init" + repo_id.encode()), "files": {}, "summary": "initial"}])
+                return self._send(
+                    409, {"error": "You already created this model repo", "url": f"{self.state.endpoint}/{repo_id}"}
+                )
+            self.state.repos[repo_id] = Repository(
+                private=bool(request.get("private")),
+                commits=[{"oid": _oid(b"init" + repo_id.encode()), "files": {}, "summary": "initial"}],
+            )
         self._send(200, {"url": f"{self.state.endpoint}/{repo_id}", "name": repo_id})
 
     def validate_yaml(self):
@@ -180,7 +195,9 @@ class _Handler(BaseHTTPRequestHandler):
             metadata, errors = None, [f"Invalid YAML: {error}"]
         if metadata is not None and not isinstance(metadata, dict):
             errors.append("metadata must be a mapping")
-        for result in (metadata or {}).get("model-index", [{}])[0].get("results", []) if isinstance(metadata, dict) else []:
+        for result in (
+            (metadata or {}).get("model-index", [{}])[0].get("results", []) if isinstance(metadata, dict) else []
+        ):
             if not {"task", "dataset", "metrics"} <= set(result):
                 errors.append(f"model-index result lacks task/dataset/metrics: {sorted(result)}")
         if errors:
@@ -191,7 +208,10 @@ class _Handler(BaseHTTPRequestHandler):
         if repo not in self.state.repos:
             return self._error(404, "Repository not found", "RepoNotFound")
         request = json.loads(self._body())
-        files = [{"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None} for item in request["files"]]
+        files = [
+            {"path": item["path"], "uploadMode": "regular", "shouldIgnore": False, "oid": None}
+            for item in request["files"]
+        ]
         self._send(200, {"files": files, "commitOid": self.state.repos[repo].head["oid"]})
 
     def commit(self, repo: str, revision: str):
@@ -222,9 +242,14 @@ class _Handler(BaseHTTPRequestHandler):
             else:
                 self.state.unexpected.append(f"commit operation {key}")
                 return self._error(400, f"fake hub: unsupported commit operation {key}")
-        oid = _oid(json.dumps(sorted((path, _oid(content)) for path, content in files.items())).encode() + str(time.time_ns()).encode())
+        oid = _oid(
+            json.dumps(sorted((path, _oid(content)) for path, content in files.items())).encode()
+            + str(time.time_ns()).encode()
+        )
         repository.commits.append({"oid": oid, "files": files, "summary": summary})
-        self._send(200, {"commitUrl": f"{self.state.endpoint}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None})
+        self._send(
+            200, {"commitUrl": f"{self.state.endpoint}/{repo}/commit/{oid}", "commitOid": oid, "pullRequestUrl": None}
+        )
 
     def _commit_for(self, repo: str, revision: str) -> dict | None:
         repository = self.state.repos.get(repo)
@@ -239,14 +264,28 @@ class _Handler(BaseHTTPRequestHandler):
         if commit is None:
             return self._error(404, "Repository not found", "RepoNotFound")
         siblings = [{"rfilename": path} for path in sorted(commit["files"])]
-        self._send(200, {"id": repo, "modelId": repo, "sha": commit["oid"], "siblings": siblings, "private": self.state.repos[repo].private, "tags": [], "lastModified": "2026-01-01T00:00:00.000Z"})
+        self._send(
+            200,
+            {
+                "id": repo,
+                "modelId": repo,
+                "sha": commit["oid"],
+                "siblings": siblings,
+                "private": self.state.repos[repo].private,
+                "tags": [],
+                "lastModified": "2026-01-01T00:00:00.000Z",
+            },
+        )
 
     def tree(self, repo: str, revision: str, subpath: str = ""):
         commit = self._commit_for(repo, revision)
         if commit is None:
             return self._error(404, "Repository not found", "RepoNotFound")
-        entries = [{"type": "file", "path": path, "size": len(content), "oid": _oid(content)}
-                   for path, content in sorted(commit["files"].items()) if path.startswith(subpath)]
+        entries = [
+            {"type": "file", "path": path, "size": len(content), "oid": _oid(content)}
+            for path, content in sorted(commit["files"].items())
+            if path.startswith(subpath)
+        ]
         self._send(200, entries)
 
     def resolve(self, repo: str, revision: str, filename: str):
@@ -257,7 +296,11 @@ class _Handler(BaseHTTPRequestHandler):
         if filename not in commit["files"]:
             return self._error(404, "Entry not found", "EntryNotFound", head=head)
         content = commit["files"][filename]
-        headers = {"X-Repo-Commit": commit["oid"], "ETag": f'"{_oid(content)}"', "Content-Type": "application/octet-stream"}
+        headers = {
+            "X-Repo-Commit": commit["oid"],
+            "ETag": f'"{_oid(content)}"',
+            "Content-Type": "application/octet-stream",
+        }
         self._send(200, content, headers, head=head)
 
 

@@ -22,8 +22,12 @@ def tiny_config(model_type: str = "bert", num_labels: int = 2, num_layers: int =
         params = dict(dim=32, n_layers=num_layers, n_heads=4, hidden_dim=64, max_position_embeddings=64)
     else:
         params = dict(
-            hidden_size=32, num_hidden_layers=num_layers, num_attention_heads=4, intermediate_size=64,
-            max_position_embeddings=64, type_vocab_size=2,
+            hidden_size=32,
+            num_hidden_layers=num_layers,
+            num_attention_heads=4,
+            intermediate_size=64,
+            max_position_embeddings=64,
+            type_vocab_size=2,
         )
     if model_type == "roberta":
         params.update(pad_token_id=1, bos_token_id=0, eos_token_id=2, max_position_embeddings=70)

@@ -1,21 +1,52 @@
 import pytest
 import torch
+from helpers import tiny_model
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from optimum_spd import UnsupportedArchitectureError, find_layer_list, prunable_parameters, sparsity_report
-from helpers import tiny_model
 
 SIX_LINEARS = {
-    "bert": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-             "intermediate.dense", "output.dense"),
-    "roberta": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense"),
-    "electra": ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense"),
-    "deberta-v2": ("attention.self.query_proj", "attention.self.key_proj", "attention.self.value_proj",
-                   "attention.output.dense", "intermediate.dense", "output.dense"),
-    "distilbert": ("attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin", "ffn.lin1", "ffn.lin2"),
+    "bert": (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ),
+    "roberta": (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ),
+    "electra": (
+        "attention.self.query",
+        "attention.self.key",
+        "attention.self.value",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ),
+    "deberta-v2": (
+        "attention.self.query_proj",
+        "attention.self.key_proj",
+        "attention.self.value_proj",
+        "attention.output.dense",
+        "intermediate.dense",
+        "output.dense",
+    ),
+    "distilbert": (
+        "attention.q_lin",
+        "attention.k_lin",
+        "attention.v_lin",
+        "attention.out_lin",
+        "ffn.lin1",
+        "ffn.lin2",
+    ),
 }
 
 
@@ -75,12 +106,14 @@ def test_sparsity_report_counts():
 def test_sparsity_by_layer_groups_in_block_order():
     from optimum_spd.report import sparsity_by_layer
 
-    rows = sparsity_by_layer([
-        ("bert.encoder.layer.10.output.dense.weight", 100, 10),
-        ("bert.encoder.layer.2.attention.self.query.weight", 50, 25),
-        ("bert.encoder.layer.2.output.dense.weight", 50, 0),
-        ("classifier.weight", 4, 4),
-    ])
+    rows = sparsity_by_layer(
+        [
+            ("bert.encoder.layer.10.output.dense.weight", 100, 10),
+            ("bert.encoder.layer.2.attention.self.query.weight", 50, 25),
+            ("bert.encoder.layer.2.output.dense.weight", 50, 0),
+            ("classifier.weight", 4, 4),
+        ]
+    )
     assert [row["layer"] for row in rows] == ["2", "10", "other"]
     assert rows[0] == {"layer": "2", "tensors": 2, "numel": 100, "nnz": 25, "sparsity": 0.75}
     assert rows[1]["sparsity"] == pytest.approx(0.9) and rows[2]["sparsity"] == 0.0

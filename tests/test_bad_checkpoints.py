@@ -7,12 +7,12 @@ import pytest
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
+from test_serialization import logits, pruned_model
 from transformers import AutoModelForSequenceClassification
 
 import optimum_spd.modeling.compressed as compressed_module
 from optimum_spd import compress, decompress
 from optimum_spd.serialization import CompressedCheckpointError, CompressedTensorError, SparsityConfigError
-from test_serialization import logits, pruned_model
 
 QUERY = "bert.encoder.layer.0.attention.self.query.weight"
 
@@ -62,7 +62,9 @@ def test_wrong_shape_in_metadata(checkpoint):
         consistent_summary(config)
 
     rewrite_config(checkpoint, edit)
-    with pytest.raises(CompressedTensorError, match=rf"model\.safetensors: tensor '{QUERY}' \(bitmask\): bitmask has .* shape"):
+    with pytest.raises(
+        CompressedTensorError, match=rf"model\.safetensors: tensor '{QUERY}' \(bitmask\): bitmask has .* shape"
+    ):
         load(checkpoint)
 
 
@@ -72,7 +74,9 @@ def test_bitmask_popcount_differs_from_values(checkpoint):
         bitmask[0, 0] ^= 1
 
     rewrite_weights(checkpoint, flip_bit)
-    with pytest.raises(CompressedTensorError, match=rf"tensor '{QUERY}' \(bitmask\): bitmask has \d+ set bits but \d+ values"):
+    with pytest.raises(
+        CompressedTensorError, match=rf"tensor '{QUERY}' \(bitmask\): bitmask has \d+ set bits but \d+ values"
+    ):
         load(checkpoint)
 
 
@@ -207,7 +211,9 @@ def test_edited_num_hidden_layers_does_not_silently_drop_a_layer(checkpoint):
 def test_recorded_dtype_that_the_stored_values_contradict(checkpoint):
     # Values stored in float32, config.json claiming float16: loading as recorded would silently round every weight.
     rewrite_config(checkpoint, lambda c: c["sparsity_config"].update(dtype="float16"))
-    with pytest.raises(CompressedCheckpointError, match=r"are not in the torch.float16 that config.json's sparsity_config"):
+    with pytest.raises(
+        CompressedCheckpointError, match=r"are not in the torch.float16 that config.json's sparsity_config"
+    ):
         load(checkpoint)
 
 

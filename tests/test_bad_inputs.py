@@ -6,18 +6,21 @@ from types import SimpleNamespace
 import pytest
 import torch
 from datasets import Dataset
+from helpers import tiny_dataset, tiny_model
 from transformers import TrainerCallback
 
 import optimum_spd.modeling.compressed as compressed_module
 import optimum_spd.preflight as preflight
 from optimum_spd import SPDTrainer
 from optimum_spd.preflight import check_distributed_mode
-from helpers import tiny_dataset, tiny_model
 
 
 def trainer_for(spd_args, dataset=None, model=None, **overrides):
-    return SPDTrainer(model=model or tiny_model(), args=spd_args(**overrides),
-                      train_dataset=dataset if dataset is not None else tiny_dataset())
+    return SPDTrainer(
+        model=model or tiny_model(),
+        args=spd_args(**overrides),
+        train_dataset=dataset if dataset is not None else tiny_dataset(),
+    )
 
 
 def test_model_without_trainable_targets(spd_args):
@@ -57,7 +60,9 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_checkpoint(spd_args, 
 
     trainer.add_callback(Poison())
     checkpoint = os.path.join(trainer.args.output_dir, "checkpoint-5")
-    with pytest.raises(FloatingPointError, match=r"SPD loss is nan at optimizer step 8 .* last saved checkpoint is intact"):
+    with pytest.raises(
+        FloatingPointError, match=r"SPD loss is nan at optimizer step 8 .* last saved checkpoint is intact"
+    ):
         trainer.train()
     snapshot = {name: open(os.path.join(checkpoint, name), "rb").read() for name in sorted(os.listdir(checkpoint))}
     assert "spd_masks.safetensors" in snapshot and "model.safetensors" in snapshot
@@ -75,7 +80,9 @@ def test_unwritable_output_dir_fails_before_training(spd_args, tmp_path):
 
 
 def test_disk_full_fails_before_training(spd_args, monkeypatch):
-    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000))
+    monkeypatch.setattr(
+        preflight.shutil, "disk_usage", lambda path: SimpleNamespace(total=10**9, used=10**9, free=1000)
+    )
     with pytest.raises(OSError, match=r"has 0 MB free, but saving this run needs about"):
         trainer_for(spd_args, save_strategy="steps", save_steps=5)
 
@@ -99,8 +106,10 @@ def test_interrupted_final_save_keeps_the_previous_model(spd_args, tmp_path, mon
 
 @pytest.mark.parametrize(
     "mode, message",
-    [({"fsdp": "full_shard", "deepspeed": None}, "does not support FSDP"),
-     ({"fsdp": None, "deepspeed": "ds_config.json"}, "does not support DeepSpeed")],
+    [
+        ({"fsdp": "full_shard", "deepspeed": None}, "does not support FSDP"),
+        ({"fsdp": None, "deepspeed": "ds_config.json"}, "does not support DeepSpeed"),
+    ],
 )
 def test_sharded_engines_are_refused_with_the_supported_alternative(mode, message):
     with pytest.raises(NotImplementedError, match=rf"{message}.*Use DDP"):
@@ -109,8 +118,12 @@ def test_sharded_engines_are_refused_with_the_supported_alternative(mode, messag
 
 def test_missing_teacher_path(spd_args, tmp_path):
     with pytest.raises(OSError, match="missing-teacher"):
-        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=str(tmp_path / "missing-teacher"),
-                   train_dataset=tiny_dataset())
+        SPDTrainer(
+            model=tiny_model(),
+            args=spd_args(),
+            teacher_model=str(tmp_path / "missing-teacher"),
+            train_dataset=tiny_dataset(),
+        )
 
 
 def test_nan_gradients_with_a_finite_loss_stop_before_the_step_and_name_the_field(spd_args, tmp_path):
@@ -150,8 +163,14 @@ def test_resume_with_another_target_sparsity_is_refused(spd_args, tmp_path):
 def test_gold_label_term_without_labels_is_refused(spd_args):
     unlabelled = tiny_dataset().remove_columns("labels")
     with pytest.raises(ValueError, match=r"no 'labels' or 'label' column, but hard_label_weight=1.0 needs"):
-        trainer_for(spd_args, dataset=unlabelled, hard_label_weight=1.0, hidden_distill_weight=0.0,
-                    attention_distill_weight=0.0, logit_distill_weight=0.0).train()
+        trainer_for(
+            spd_args,
+            dataset=unlabelled,
+            hard_label_weight=1.0,
+            hidden_distill_weight=0.0,
+            attention_distill_weight=0.0,
+            logit_distill_weight=0.0,
+        ).train()
     # Regression: the reference's logit term is the gold MSE, so it needs labels too.
     regression = tiny_dataset(num_labels=1).remove_columns("labels")
     with pytest.raises(ValueError, match="regression_distill_target='gold'"):
@@ -206,26 +225,36 @@ def test_cli_missing_local_path_says_no_such_directory(command, capsys, tmp_path
 
 
 def test_teacher_with_another_head_or_dtype_or_head_count_is_refused(spd_args):
-    from transformers import AutoModelForTokenClassification, BertModel
-
     from helpers import tiny_config
+    from transformers import AutoModelForTokenClassification, BertModel
 
     token_teacher = AutoModelForTokenClassification.from_config(tiny_config())
     with pytest.raises(ValueError, match=r"differ in model class \(task head\) .*BertForTokenClassification"):
         SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=token_teacher, train_dataset=tiny_dataset())
     with pytest.raises(ValueError, match=r"model class \(task head\).*BertModel"):
-        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=BertModel(tiny_config()), train_dataset=tiny_dataset())
+        SPDTrainer(
+            model=tiny_model(), args=spd_args(), teacher_model=BertModel(tiny_config()), train_dataset=tiny_dataset()
+        )
     with pytest.raises(ValueError, match=r"num_attention_heads \(student 4, teacher 2\)"):
-        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=tiny_model(num_attention_heads=2),
-                   train_dataset=tiny_dataset())
+        SPDTrainer(
+            model=tiny_model(),
+            args=spd_args(),
+            teacher_model=tiny_model(num_attention_heads=2),
+            train_dataset=tiny_dataset(),
+        )
     with pytest.raises(ValueError, match=r"dtype of the weights \(student torch.float32, teacher torch.float16\)"):
-        SPDTrainer(model=tiny_model(), args=spd_args(), teacher_model=tiny_model().half(), train_dataset=tiny_dataset())
+        SPDTrainer(
+            model=tiny_model(), args=spd_args(), teacher_model=tiny_model().half(), train_dataset=tiny_dataset()
+        )
 
 
 def test_teacher_path_that_does_not_exist(spd_args, tmp_path):
     with pytest.raises(FileNotFoundError, match="teacher_model_name_or_path=.*no such directory"):
-        SPDTrainer(model=tiny_model(), args=spd_args(teacher_model_name_or_path=str(tmp_path / "nope")),
-                   train_dataset=tiny_dataset())
+        SPDTrainer(
+            model=tiny_model(),
+            args=spd_args(teacher_model_name_or_path=str(tmp_path / "nope")),
+            train_dataset=tiny_dataset(),
+        )
 
 
 @pytest.mark.parametrize("split", ["train_dataset", "eval_dataset"])
@@ -235,7 +264,9 @@ def test_token_ids_outside_the_vocabulary_are_refused_before_training(spd_args, 
     bad = Dataset.from_dict(rows)
     datasets = {"train_dataset": tiny_dataset(), "eval_dataset": tiny_dataset(8, seed=1), split: bad}
     trainer = SPDTrainer(model=tiny_model(), args=spd_args(), **datasets)
-    with pytest.raises(ValueError, match=rf"{split}\[3\]\['input_ids'\] holds token id 5000, outside the model's vocabulary"):
+    with pytest.raises(
+        ValueError, match=rf"{split}\[3\]\['input_ids'\] holds token id 5000, outside the model's vocabulary"
+    ):
         trainer.train()
 
 
@@ -249,7 +280,8 @@ def test_resume_from_a_missing_or_truncated_checkpoint(spd_args, tmp_path):
         handle.truncate(40)
     with pytest.raises(ValueError, match="spd_masks.safetensors cannot be read .* truncated or damaged"):
         trainer_for(spd_args, output_dir=output_dir, max_steps=4).train(
-            resume_from_checkpoint=os.path.join(output_dir, "checkpoint-2"))
+            resume_from_checkpoint=os.path.join(output_dir, "checkpoint-2")
+        )
 
 
 def test_multi_label_and_token_labels_are_accepted_and_checked(spd_args):
@@ -258,8 +290,11 @@ def test_multi_label_and_token_labels_are_accepted_and_checked(spd_args):
     multi = Dataset.from_dict({"input_ids": [[2, 5, 3]] * 2, "labels": [[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]]})
     check_train_dataset(multi, 3, problem_type="multi_label_classification")  # accepted: one target per label
     with pytest.raises(ValueError, match="not a list of 3 floats"):
-        check_train_dataset(Dataset.from_dict({"input_ids": [[2, 3]], "labels": [[1.0, 0.0]]}), 3,
-                            problem_type="multi_label_classification")
+        check_train_dataset(
+            Dataset.from_dict({"input_ids": [[2, 3]], "labels": [[1.0, 0.0]]}),
+            3,
+            problem_type="multi_label_classification",
+        )
     tokens = Dataset.from_dict({"input_ids": [[2, 5, 3]], "labels": [[-100, 1, -100]]})
     check_train_dataset(tokens, 2)  # accepted: -100 marks ignored positions
     with pytest.raises(ValueError, match=r"holds 4, not a class id in \[0, 1\] or -100"):
@@ -286,8 +321,11 @@ def test_push_to_hub_true_with_the_hub_unreachable_is_a_clear_error(spd_args, mo
     from optimum_spd.hub import HubPushError
 
     monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
-    with pytest.raises(HubPushError, match=r"push_to_hub=True: the Hub repo .* could not be created or reached .*"
-                                           r"Nothing was trained yet"):
+    with pytest.raises(
+        HubPushError,
+        match=r"push_to_hub=True: the Hub repo .* could not be created or reached .*"
+        r"Nothing was trained yet",
+    ):
         trainer_for(spd_args, push_to_hub=True, hub_model_id="tester/unreachable")
 
 

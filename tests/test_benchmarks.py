@@ -6,10 +6,9 @@ import sys
 
 import pytest
 import torch
+from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 
 from optimum_spd import SparseDistillConfig
-
-from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -30,9 +29,21 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     class Cli:
         bf16, optim = False, "adamw_torch_fused"
 
-    configs = {m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli, 1e-4, 42) for m in glue_benchmark.METHODS}
-    schedule_fields = ("pruning_start", "pruning_end", "stage_1_end", "num_pruning_events", "sparsity_schedule",
-                       "learning_rate", "num_train_epochs", "per_device_train_batch_size", "seed", "lr_restart")
+    configs = {
+        m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli, 1e-4, 42) for m in glue_benchmark.METHODS
+    }
+    schedule_fields = (
+        "pruning_start",
+        "pruning_end",
+        "stage_1_end",
+        "num_pruning_events",
+        "sparsity_schedule",
+        "learning_rate",
+        "num_train_epochs",
+        "per_device_train_batch_size",
+        "seed",
+        "lr_restart",
+    )
     for field in schedule_fields:
         assert len({getattr(config, field) for config in configs.values()}) == 1, field
     gmp, gmp_kd, paper, reference = (configs[m] for m in ("gmp", "gmp_kd", "spd_paper", "spd_reference"))
@@ -53,24 +64,44 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     assert paper.step_unsampled_layers and paper.regression_distill_target == "gold"
     assert not no_fidelity.step_unsampled_layers and no_fidelity.regression_distill_target == "teacher"
     assert gmp_kd.regression_distill_target == "teacher"
-    differing = {f for f in glue_benchmark.SparseDistillConfig.recipe_field_names()
-                 if getattr(paper, f) != getattr(no_fidelity, f) and f != "output_dir"}
+    differing = {
+        f
+        for f in glue_benchmark.SparseDistillConfig.recipe_field_names()
+        if getattr(paper, f) != getattr(no_fidelity, f) and f != "output_dir"
+    }
     assert differing == {"step_unsampled_layers", "regression_distill_target"}
 
 
 def fake_result(method: str, accuracy: float, seed: int = 42, best: float | None = None) -> dict:
-    history = [{"step": 10, "loss_hard_label": 0.6}, {"step": 10, "eval_loss": 0.6, "eval_accuracy": best or accuracy},
-               {"step": 20, "loss_hard_label": 0.4}, {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy}]
-    return {"task": "mrpc", "sparsity": 0.8, "method": method, "learning_rate": 1e-4, "seed": seed,
-            "teacher": {"eval_accuracy": 0.806, "eval_f1": 0.867},
-            "final": {"eval_accuracy": accuracy, "eval_f1": 0.81, "eval_loss": 0.7}, "prunable_sparsity": 0.8,
-            "global_sparsity": 0.37, "train_seconds": 100.0, "resumed_from": None, "optimizer_steps": 20,
-            "log_history": history}
+    history = [
+        {"step": 10, "loss_hard_label": 0.6},
+        {"step": 10, "eval_loss": 0.6, "eval_accuracy": best or accuracy},
+        {"step": 20, "loss_hard_label": 0.4},
+        {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy},
+    ]
+    return {
+        "task": "mrpc",
+        "sparsity": 0.8,
+        "method": method,
+        "learning_rate": 1e-4,
+        "seed": seed,
+        "teacher": {"eval_accuracy": 0.806, "eval_f1": 0.867},
+        "final": {"eval_accuracy": accuracy, "eval_f1": 0.81, "eval_loss": 0.7},
+        "prunable_sparsity": 0.8,
+        "global_sparsity": 0.37,
+        "train_seconds": 100.0,
+        "resumed_from": None,
+        "optimizer_steps": 20,
+        "log_history": history,
+    }
 
 
 def test_results_table_and_plot(glue_benchmark, tmp_path):
-    results = [fake_result("spd_paper", 0.75, seed=0, best=0.80), fake_result("spd_paper", 0.71, seed=1),
-               fake_result("gmp", 0.70)]
+    results = [
+        fake_result("spd_paper", 0.75, seed=0, best=0.80),
+        fake_result("spd_paper", 0.71, seed=1),
+        fake_result("gmp", 0.70),
+    ]
     table = glue_benchmark.results_table(results).splitlines()
     assert len(table) == 4
     assert "| GMP |" in table[2] and "| SPD (paper) |" in table[3]  # methods in their fixed order
@@ -93,8 +124,13 @@ def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tm
         bf16, optim, work_dir = False, "adamw_torch_fused", str(tmp_path / "work")
 
     result = glue_benchmark.run_one_shot(
-        task="mrpc", sparsity=0.75, budget=glue_benchmark.BUDGETS["mrpc"], datasets={"validation": tiny_dataset(16)},
-        tokenizer=tokenizer, compute_metrics=glue_benchmark.glue_compute_metrics("mrpc"), teacher_dir=str(teacher_dir),
+        task="mrpc",
+        sparsity=0.75,
+        budget=glue_benchmark.BUDGETS["mrpc"],
+        datasets={"validation": tiny_dataset(16)},
+        tokenizer=tokenizer,
+        compute_metrics=glue_benchmark.glue_compute_metrics("mrpc"),
+        teacher_dir=str(teacher_dir),
         cli=Cli,
     )
     assert result["prunable_sparsity"] == pytest.approx(0.75, abs=1e-3)

@@ -3,10 +3,10 @@ import subprocess
 import sys
 
 import pytest
+from test_serialization import pruned_model
 
 from optimum_spd import compress
 from optimum_spd.commands.main import main
-from test_serialization import pruned_model
 
 
 @pytest.fixture
@@ -48,11 +48,19 @@ def test_errors_are_one_line_not_tracebacks(checkpoints, capsys):
 
 def test_optimum_cli_plugin_is_registered_and_light(checkpoints):
     probe = subprocess.run(
-        [sys.executable, "-c", "import sys, optimum.commands.register.register_spd as r; "
-         "print('torch' in sys.modules, 'optimum_spd' in sys.modules, len(r.REGISTER_COMMANDS))"],
-        capture_output=True, text=True, check=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, optimum.commands.register.register_spd as r; "
+            "print('torch' in sys.modules, 'optimum_spd' in sys.modules, len(r.REGISTER_COMMANDS))",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert probe.stdout.split() == ["False", "False", "1"]  # optimum-cli start-up stays cheap for every plug-in
-    result = subprocess.run(["optimum-cli", "spd", "info", str(checkpoints / "sparse")], capture_output=True, text=True)
+    result = subprocess.run(
+        ["optimum-cli", "spd", "info", str(checkpoints / "sparse")], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "prunable_sparsity=0.9004" in result.stdout

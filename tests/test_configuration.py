@@ -81,7 +81,9 @@ def test_unsupported_lr_scheduler(tmp_path):
 
 
 def test_recipe_round_trip(tmp_path):
-    config = make(tmp_path, target_sparsity=0.95, preset="reference", pruning_targets=["query", "key"], temperature=2.0)
+    config = make(
+        tmp_path, target_sparsity=0.95, preset="reference", pruning_targets=["query", "key"], temperature=2.0
+    )
     path = config.save_pretrained(tmp_path / "recipe")
     recipe = json.loads(open(path).read())
     assert recipe["spd_config_version"] == 1 and recipe["target_sparsity"] == 0.95
@@ -106,8 +108,21 @@ def test_recipe_rejects_unknown_fields_and_versions(tmp_path):
 def test_hf_argument_parser_exposes_spd_flags(tmp_path):
     parser = HfArgumentParser(SparseDistillConfig)
     (config,) = parser.parse_args_into_dataclasses(
-        args=["--output_dir", str(tmp_path), "--target_sparsity", "0.85", "--preset", "reference",
-              "--pruning_targets", "query", "value", "--attention_distill_weight", "0", "--report_to", "none"]
+        args=[
+            "--output_dir",
+            str(tmp_path),
+            "--target_sparsity",
+            "0.85",
+            "--preset",
+            "reference",
+            "--pruning_targets",
+            "query",
+            "value",
+            "--attention_distill_weight",
+            "0",
+            "--report_to",
+            "none",
+        ]
     )
     assert config.target_sparsity == 0.85 and config.replacing_rate == 0.8
     assert config.pruning_targets == ["query", "value"] and config.attention_distill_weight == 0

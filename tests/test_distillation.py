@@ -1,6 +1,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_dataset, tiny_model
 
 from optimum_spd.distillation import (
     LossWeights,
@@ -9,7 +10,6 @@ from optimum_spd.distillation import (
     masked_hidden_mse,
     soft_cross_entropy,
 )
-from helpers import tiny_dataset, tiny_model
 
 
 def test_soft_cross_entropy_is_batch_mean_ce_against_teacher_probs():
@@ -66,8 +66,15 @@ def test_regression_uses_mse_and_switched_off_terms_are_absent():
         teacher = model(**inputs)
         student = type(teacher)(logits=teacher.logits + 0.5)
     labels = torch.tensor(batch["labels"])
-    total, terms = distillation_loss(student, teacher, LossWeights(hidden=0, attention=0, hard_label=2.0), 1.0, None, labels,
-                                     regression_target="teacher")  # the gold target is tested in test_fidelity.py
+    total, terms = distillation_loss(
+        student,
+        teacher,
+        LossWeights(hidden=0, attention=0, hard_label=2.0),
+        1.0,
+        None,
+        labels,
+        regression_target="teacher",
+    )  # the gold target is tested in test_fidelity.py
     assert set(terms) == {"logit", "hard_label"}
     assert float(terms["logit"]) == pytest.approx(0.25)
     expected_hard = F.mse_loss(student.logits.squeeze(-1), labels.float())

@@ -8,11 +8,11 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import tiny_dataset, tiny_model
 from transformers import TrainerCallback
 
 from optimum_spd import SPDTrainer
 from optimum_spd.distillation import LossWeights, distillation_loss
-from helpers import tiny_dataset, tiny_model
 
 
 class LayerMotion(TrainerCallback):
@@ -35,8 +35,14 @@ class LayerMotion(TrainerCallback):
 
 def run_motion(spd_args, step_unsampled_layers: bool):
     model = tiny_model(num_layers=4)
-    args = spd_args(max_steps=16, replacing_rate=0.3, replacing_schedule="constant", preset="reference",
-                    step_unsampled_layers=step_unsampled_layers, target_sparsity=0.5)
+    args = spd_args(
+        max_steps=16,
+        replacing_rate=0.3,
+        replacing_schedule="constant",
+        preset="reference",
+        step_unsampled_layers=step_unsampled_layers,
+        target_sparsity=0.5,
+    )
     trainer = SPDTrainer(model=model, args=args, train_dataset=tiny_dataset(64))
     motion = LayerMotion(trainer)
     trainer.add_callback(motion)
@@ -84,14 +90,18 @@ def test_regression_logit_term_is_mse_to_gold_by_default(spd_args):
     student_out, teacher_out = student(**features, **flags), teacher(**features, **flags)
     weights = LossWeights(hidden=0.0, attention=0.0, logit=1.0)
 
-    _, gold_terms = distillation_loss(student_out, teacher_out, weights, 1.0, features["attention_mask"], labels, "gold")
+    _, gold_terms = distillation_loss(
+        student_out, teacher_out, weights, 1.0, features["attention_mask"], labels, "gold"
+    )
     expected_gold = F.mse_loss(student_out.logits.detach().squeeze(-1), labels.float())
     assert float(gold_terms["logit"]) == pytest.approx(float(expected_gold), rel=1e-6)
 
-    _, teacher_terms = distillation_loss(student_out, teacher_out, weights, 1.0, features["attention_mask"], labels,
-                                         "teacher")
-    assert float(teacher_terms["logit"]) == pytest.approx(float(F.mse_loss(student_out.logits, teacher_out.logits)),
-                                                          rel=1e-6)
+    _, teacher_terms = distillation_loss(
+        student_out, teacher_out, weights, 1.0, features["attention_mask"], labels, "teacher"
+    )
+    assert float(teacher_terms["logit"]) == pytest.approx(
+        float(F.mse_loss(student_out.logits, teacher_out.logits)), rel=1e-6
+    )
     assert float(gold_terms["logit"]) != pytest.approx(float(teacher_terms["logit"]))
 
     # What the trainer uses: the config's default (filled by both faithful presets) is the gold score.

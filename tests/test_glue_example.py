@@ -4,9 +4,9 @@ import subprocess
 import sys
 
 import pytest
+from helpers import WORDS, tiny_model, tiny_tokenizer
 
 from optimum_spd.tasks import load_glue, load_glue_metric
-from helpers import WORDS, tiny_model, tiny_tokenizer
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "examples", "text-classification", "run_glue_spd.py")
@@ -59,12 +59,37 @@ def test_example_script_end_to_end(tmp_path):
     tiny_model().save_pretrained(tmp_path / "base")
     output = tmp_path / "run"
     command = [
-        sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "glue"),
-        "--model_name_or_path", str(tmp_path / "base"), "--output_dir", str(output),
-        "--teacher_num_train_epochs", "1", "--num_train_epochs", "2", "--per_device_train_batch_size", "8",
-        "--target_sparsity", "0.75", "--report_to", "none", "--save_strategy", "no", "--use_cpu",
-        "--train_sampling_strategy", "group_by_length", "--logging_steps", "1", "--disable_tqdm", "true",
-        "--num_pruning_events", "3",
+        sys.executable,
+        SCRIPT,
+        "--task_name",
+        "mrpc",
+        "--data_dir",
+        str(tmp_path / "glue"),
+        "--model_name_or_path",
+        str(tmp_path / "base"),
+        "--output_dir",
+        str(output),
+        "--teacher_num_train_epochs",
+        "1",
+        "--num_train_epochs",
+        "2",
+        "--per_device_train_batch_size",
+        "8",
+        "--target_sparsity",
+        "0.75",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--use_cpu",
+        "--train_sampling_strategy",
+        "group_by_length",
+        "--logging_steps",
+        "1",
+        "--disable_tqdm",
+        "true",
+        "--num_pruning_events",
+        "3",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
@@ -85,23 +110,51 @@ def test_example_script_with_a_given_teacher(tmp_path):
     tiny_model(seed=5).save_pretrained(tmp_path / "teacher")
     output = tmp_path / "run"
     command = [
-        sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "glue"),
-        "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--output_dir", str(output),
-        "--max_steps", "8", "--per_device_train_batch_size", "8", "--target_sparsity", "0.5", "--report_to", "none",
-        "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true", "--num_pruning_events", "2",
+        sys.executable,
+        SCRIPT,
+        "--task_name",
+        "mrpc",
+        "--data_dir",
+        str(tmp_path / "glue"),
+        "--teacher_model_name_or_path",
+        str(tmp_path / "teacher"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "8",
+        "--per_device_train_batch_size",
+        "8",
+        "--target_sparsity",
+        "0.5",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--num_pruning_events",
+        "2",
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((output / "all_results.json").read_text())
     assert not (output / "teacher").exists()  # nothing was fine-tuned
     # The teacher's reported score is its real score on the 12 dev rows (a frozen random model: any value, but exact).
-    from transformers import BertForSequenceClassification
     import torch
+    from transformers import BertForSequenceClassification
 
     teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
     dev = load_glue("mrpc", str(tmp_path / "glue"))["validation"]
     tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
-    encoded = tokenizer(list(dev["sentence1"]), list(dev["sentence2"]), padding=True, truncation=True, max_length=128, return_tensors="pt")
+    encoded = tokenizer(
+        list(dev["sentence1"]),
+        list(dev["sentence2"]),
+        padding=True,
+        truncation=True,
+        max_length=128,
+        return_tensors="pt",
+    )
     with torch.no_grad():
         predictions = teacher(**encoded).logits.argmax(-1)
     expected = float((predictions == torch.tensor(list(dev["label"]))).float().mean())

@@ -1,10 +1,9 @@
 import pytest
 import torch
-
+from helpers import tiny_model
 
 from optimum_spd.architectures import find_layer_list
 from optimum_spd.grafting import draw_grafting_decisions, grafted
-from helpers import tiny_model
 
 
 def test_draws_depend_only_on_seed_and_step():

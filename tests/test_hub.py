@@ -7,14 +7,14 @@ import os
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 from huggingface_hub import ModelCard
+from test_serialization import logits, pruned_model
 from transformers import AutoModelForSequenceClassification
 
 from optimum_spd import SPDTrainer, compress
 from optimum_spd.commands.main import main as cli
 from optimum_spd.hub import HubPushError
-from helpers import tiny_dataset, tiny_model, tiny_tokenizer
-from test_serialization import logits, pruned_model
 
 
 def accuracy(prediction):
@@ -25,10 +25,19 @@ def accuracy(prediction):
 def trained(spd_args, tmp_path):
     model = tiny_model()
     trainer = SPDTrainer(
-        model=model, args=spd_args(max_steps=12, target_sparsity=0.9, eval_strategy="steps", eval_steps=4,
-                                   hub_model_id="tester/tiny-spd", logging_steps=2),
-        train_dataset=tiny_dataset(), eval_dataset=tiny_dataset(16, seed=1),
-        processing_class=tiny_tokenizer(str(tmp_path / "tok")), compute_metrics=accuracy,
+        model=model,
+        args=spd_args(
+            max_steps=12,
+            target_sparsity=0.9,
+            eval_strategy="steps",
+            eval_steps=4,
+            hub_model_id="tester/tiny-spd",
+            logging_steps=2,
+        ),
+        train_dataset=tiny_dataset(),
+        eval_dataset=tiny_dataset(16, seed=1),
+        processing_class=tiny_tokenizer(str(tmp_path / "tok")),
+        compute_metrics=accuracy,
     )
     trainer.train()
     trainer.evaluate_teacher()
@@ -43,15 +52,28 @@ def test_trainer_push_to_hub_end_to_end(trained, hub, tmp_path, caplog, capsys):
     repo = hub.repos["tester/tiny-spd"]
     assert len(repo.commits) == 2  # the repository's creation, then everything in one commit
     files = hub.files("tester/tiny-spd")
-    assert {"config.json", "model.safetensors", "tokenizer_config.json", "spd_config.json", "trainer_state.json",
-            "README.md", "spd_training.png", "spd_run.json", "configuration_spd.py", "modeling_spd.py"} <= set(files)
+    assert {
+        "config.json",
+        "model.safetensors",
+        "tokenizer_config.json",
+        "spd_config.json",
+        "trainer_state.json",
+        "README.md",
+        "spd_training.png",
+        "spd_run.json",
+        "configuration_spd.py",
+        "modeling_spd.py",
+    } <= set(files)
     assert files["spd_training.png"].startswith(b"\x89PNG")
     # The local output directory was not touched by the push.
-    assert (sorted(os.listdir(trained.args.output_dir)) if os.path.isdir(trained.args.output_dir) else []) == local_before
+    assert (
+        sorted(os.listdir(trained.args.output_dir)) if os.path.isdir(trained.args.output_dir) else []
+    ) == local_before
 
     # A fresh cache downloads exactly the trained weights.
-    loaded = AutoModelForSequenceClassification.from_pretrained("tester/tiny-spd", cache_dir=str(tmp_path / "fresh"),
-                                                                attn_implementation="eager")
+    loaded = AutoModelForSequenceClassification.from_pretrained(
+        "tester/tiny-spd", cache_dir=str(tmp_path / "fresh"), attn_implementation="eager"
+    )
     assert torch.equal(logits(loaded), logits(trained.model))
     # The uploaded weights are smaller than the same model saved dense.
     trained.model.save_pretrained(tmp_path / "dense")
@@ -69,7 +91,9 @@ def test_trainer_push_to_hub_end_to_end(trained, hub, tmp_path, caplog, capsys):
     config = json.loads(files["config.json"])
     block = config["sparsity_config"]
     assert f"{len(files['model.safetensors']) / 1e6:.1f} MB on disk" in card.text
-    assert f"| **whole model** | {block['dense_parameter_count']:,} | {block['nonzero_parameter_count']:,} |" in card.text
+    assert (
+        f"| **whole model** | {block['dense_parameter_count']:,} | {block['nonzero_parameter_count']:,} |" in card.text
+    )
     assert "## Stage timeline" in card.text and "spd_training.png" in card.text
     assert 'from_pretrained("tester/tiny-spd")' in card.text
 
@@ -106,8 +130,9 @@ def test_model_push_revision_and_cli_push(hub, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path / "second")) == before  # the CLI pushes a staged copy
     assert "README.md" in hub.files("tester/model-push")
     latest = AutoModelForSequenceClassification.from_pretrained("tester/model-push", cache_dir=str(tmp_path / "c1"))
-    pinned = AutoModelForSequenceClassification.from_pretrained("tester/model-push", revision=first_commit,
-                                                                cache_dir=str(tmp_path / "c2"))
+    pinned = AutoModelForSequenceClassification.from_pretrained(
+        "tester/model-push", revision=first_commit, cache_dir=str(tmp_path / "c2")
+    )
     assert torch.equal(logits(latest), logits(second)) and torch.equal(logits(pinned), logits(first))
     assert cli(["info", "tester/model-push", "--revision", first_commit]) == 0
     assert "prunable_sparsity=0.9004" in capsys.readouterr().out

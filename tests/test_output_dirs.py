@@ -4,14 +4,13 @@ import os
 import stat
 
 import pytest
-
-from optimum_spd import compress, decompress
-from optimum_spd.commands.main import main as cli_main
-from optimum_spd.serialization.checkpoint import OutputDirectoryError, _exchange, atomic_directory
 from helpers import tiny_model
 
-from optimum_spd.pruning import PruningMasks
+from optimum_spd import compress, decompress
 from optimum_spd.architectures import prunable_parameters
+from optimum_spd.commands.main import main as cli_main
+from optimum_spd.pruning import PruningMasks
+from optimum_spd.serialization.checkpoint import OutputDirectoryError, _exchange, atomic_directory
 
 
 def pruned_dense_checkpoint(path, seed=0):

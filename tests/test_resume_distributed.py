@@ -9,10 +9,10 @@ import subprocess
 import sys
 
 import pytest
+from distributed.spd_run import digest
 from transformers import AutoModelForSequenceClassification
 
 import optimum_spd  # noqa: F401  (registers the spd_* model types with the Auto classes)
-from distributed.spd_run import digest
 
 SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "distributed", "spd_run.py")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
@@ -52,8 +52,17 @@ def test_sigkill_in_each_stage_then_resume_is_bit_exact(uninterrupted, tmp_path)
         killed = run([sys.executable, SCRIPT, output, "--save_steps", "1", "--kill_at_step", str(kill_at)])
         assert killed.returncode == -9, f"stage {stage}: the run was not killed ({killed.returncode})"
         assert not os.path.exists(os.path.join(output, "records.json"))
-        resumed = run([sys.executable, SCRIPT, output, "--save_steps", "1",
-                       "--resume", os.path.join(output, f"checkpoint-{kill_at}")])
+        resumed = run(
+            [
+                sys.executable,
+                SCRIPT,
+                output,
+                "--save_steps",
+                "1",
+                "--resume",
+                os.path.join(output, f"checkpoint-{kill_at}"),
+            ]
+        )
         assert resumed.returncode == 0, resumed.stderr[-3000:]
         after = records(output)
         expected = [r for r in uninterrupted["ranks"][0] if r["step"] > kill_at]
@@ -72,8 +81,18 @@ def test_bf16_sigkill_then_resume_is_bit_exact(tmp_path):
     full = records(full_dir)
     killed = run([sys.executable, SCRIPT, killed_dir, "--save_steps", "1", "--bf16", "--kill_at_step", "5"])
     assert killed.returncode == -9
-    resumed = run([sys.executable, SCRIPT, killed_dir, "--save_steps", "1", "--bf16", "--resume",
-                   os.path.join(killed_dir, "checkpoint-5")])
+    resumed = run(
+        [
+            sys.executable,
+            SCRIPT,
+            killed_dir,
+            "--save_steps",
+            "1",
+            "--bf16",
+            "--resume",
+            os.path.join(killed_dir, "checkpoint-5"),
+        ]
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = records(killed_dir)
     assert after["ranks"][0] == [r for r in full["ranks"][0] if r["step"] > 5]  # masks and weights, step by step
@@ -88,14 +107,24 @@ def check_distributed(output, launcher):
     rank0, rank1 = result["ranks"]
     assert len(rank0) == 16 and rank0 == rank1  # same draws, masks and weights on both ranks at every step
     assert any(not all(r["decisions"]) for r in rank0) and any(all(r["decisions"]) for r in rank0)
-    loaded = AutoModelForSequenceClassification.from_pretrained(os.path.join(output, "final"), attn_implementation="eager")
+    loaded = AutoModelForSequenceClassification.from_pretrained(
+        os.path.join(output, "final"), attn_implementation="eager"
+    )
     assert digest(list(loaded.parameters())) == result["final_weights"]  # the rank-0 save is the trained model
     return result
 
 
 @pytest.mark.slow
 def test_torchrun_two_processes_and_resume(tmp_path):
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port())]
+    launcher = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        str(free_port()),
+    ]
     full = check_distributed(str(tmp_path / "ddp"), launcher)
     launcher[-1] = str(free_port())
     resumed_dir = str(tmp_path / "ddp-resumed")
@@ -112,5 +141,14 @@ def test_accelerate_launch_two_cpu_processes(tmp_path):
     # On a machine without GPUs, `--multi_gpu` starts torch.distributed processes that run on the CPU with gloo.
     # (`--cpu --num_processes 2` would start ONE process: accelerate only spreads CPU runs over MPI.)
     # Through this interpreter, not PATH: the suite must pass with a venv's python that is not activated.
-    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(free_port())]
+    launcher = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--main_process_port",
+        str(free_port()),
+    ]
     check_distributed(str(tmp_path / "accelerate"), launcher)

@@ -18,10 +18,14 @@ def test_cubic_matches_reference_sequence():
     steps = reference_mrpc_steps()
     # Values listed in spd-method.md to 3 decimals (its 6th value, 0.816, is 0.81548 rounded up: hence abs=1e-3).
     values = [target_sparsity_at(k * 286, steps, 0.9, "cubic", 11) for k in range(1, 12)]
-    assert values == pytest.approx([0.224, 0.407, 0.554, 0.668, 0.754, 0.816, 0.857, 0.882, 0.895, 0.899, 0.9], abs=1e-3)
+    assert values == pytest.approx(
+        [0.224, 0.407, 0.554, 0.668, 0.754, 0.816, 0.857, 0.882, 0.895, 0.899, 0.9], abs=1e-3
+    )
     assert values[5] == pytest.approx(0.9 * (1 - (5 / 11) ** 3))
     values_95 = [target_sparsity_at(k * 286, steps, 0.95, "cubic", 11) for k in range(1, 12)]
-    assert values_95 == pytest.approx([0.236, 0.43, 0.585, 0.705, 0.796, 0.861, 0.904, 0.931, 0.944, 0.949, 0.95], abs=1e-3)
+    assert values_95 == pytest.approx(
+        [0.236, 0.43, 0.585, 0.705, 0.796, 0.861, 0.904, 0.931, 0.944, 0.949, 0.95], abs=1e-3
+    )
     # Between events the target does not move.
     assert target_sparsity_at(286 * 3 + 100, steps, 0.9, "cubic", 11) == values[2]
 

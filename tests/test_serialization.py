@@ -5,12 +5,12 @@ import sys
 
 import pytest
 import torch
+from helpers import tiny_model, tiny_tokenizer
 from transformers import AutoModel, AutoModelForSequenceClassification, BertForSequenceClassification, pipeline
 
 from optimum_spd import compress, decompress, prunable_parameters, sparsity_report
 from optimum_spd.pruning import PruningMasks
 from optimum_spd.serialization.encoding import decode, encode, encoded_sizes
-from helpers import tiny_model, tiny_tokenizer
 
 
 def pruned_model(model_type="bert", sparsity=0.9, seed=0, **overrides):
@@ -50,7 +50,10 @@ def test_round_trip_is_exact(tmp_path, model_type, sparsity):
     assert encodings == expected
     assert block["prunable_sparsity"] == pytest.approx(sparsity_report(model).prunable_sparsity)
     config = json.loads((tmp_path / "c" / "config.json").read_text())
-    assert config["model_type"] == f"spd_{model_type}" and config["hidden_size" if model_type != "distilbert" else "dim"] == 32
+    assert (
+        config["model_type"] == f"spd_{model_type}"
+        and config["hidden_size" if model_type != "distilbert" else "dim"] == 32
+    )
     if sparsity >= 0.5:
         dense_dir = tmp_path / "dense"
         model.save_pretrained(dense_dir)
@@ -74,7 +77,9 @@ def test_half_precision_storage(tmp_path):
     model = pruned_model(sparsity=0.9)
     compress(model, tmp_path / "fp32")
     compress(model, tmp_path / "fp16", storage_dtype="float16")
-    assert os.path.getsize(tmp_path / "fp16" / "model.safetensors") < 0.7 * os.path.getsize(tmp_path / "fp32" / "model.safetensors")
+    assert os.path.getsize(tmp_path / "fp16" / "model.safetensors") < 0.7 * os.path.getsize(
+        tmp_path / "fp32" / "model.safetensors"
+    )
     loaded = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fp16")
     assert loaded.dtype == torch.float32  # restored to the model's dtype
     original = model.state_dict()
@@ -155,19 +160,32 @@ def test_csr_inference_matches_dense(tmp_path):
     assert len(replaced) == 12
     assert torch.allclose(logits(loaded), logits(model), atol=1e-5)
     hidden = torch.randn(2, 5, 64)
-    assert torch.allclose(replaced[0](hidden), torch.nn.functional.linear(hidden, model.bert.encoder.layer[0].attention.self.query.weight, model.bert.encoder.layer[0].attention.self.query.bias), atol=1e-5)
+    assert torch.allclose(
+        replaced[0](hidden),
+        torch.nn.functional.linear(
+            hidden,
+            model.bert.encoder.layer[0].attention.self.query.weight,
+            model.bert.encoder.layer[0].attention.self.query.bias,
+        ),
+        atol=1e-5,
+    )
     # A model with CSR linears still saves with the nn.Linear layout.
     loaded.save_pretrained(tmp_path / "again")
     assert torch.equal(logits(AutoModelForSequenceClassification.from_pretrained(tmp_path / "again")), logits(model))
 
 
 def test_trainer_save_model_writes_compressed_checkpoint(spd_args, tmp_path):
-    from optimum_spd import SPDTrainer
     from helpers import tiny_dataset
 
+    from optimum_spd import SPDTrainer
+
     model = tiny_model()
-    trainer = SPDTrainer(model=model, args=spd_args(max_steps=8, target_sparsity=0.9, pruning_end=0.4, stage_1_end=0.5),
-                         train_dataset=tiny_dataset(), processing_class=tiny_tokenizer(str(tmp_path / "tok")))
+    trainer = SPDTrainer(
+        model=model,
+        args=spd_args(max_steps=8, target_sparsity=0.9, pruning_end=0.4, stage_1_end=0.5),
+        train_dataset=tiny_dataset(),
+        processing_class=tiny_tokenizer(str(tmp_path / "tok")),
+    )
     trainer.train()
     trainer.save_model(str(tmp_path / "final"))
     files = set(os.listdir(tmp_path / "final"))
@@ -197,8 +215,10 @@ def test_without_the_package_loading_fails_loudly(tmp_path):
     plain = run_python(block_import + f"A.from_pretrained({str(tmp_path / 'c')!r})")
     # transformers refuses (it sees the auto_map) and points at trust_remote_code, which then names the package.
     assert plain.returncode != 0 and "trust_remote_code" in plain.stderr
-    remote = run_python(block_import + f"A.from_pretrained({str(tmp_path / 'c')!r}, trust_remote_code=True)",
-                        {"HF_MODULES_CACHE": str(tmp_path / "modules")})
+    remote = run_python(
+        block_import + f"A.from_pretrained({str(tmp_path / 'c')!r}, trust_remote_code=True)",
+        {"HF_MODULES_CACHE": str(tmp_path / "modules")},
+    )
     assert remote.returncode != 0 and "optimum_spd" in remote.stderr and "pip install" in remote.stderr
 
 

@@ -6,13 +6,13 @@ import subprocess
 import sys
 
 import pytest
+from helpers import tiny_model
 
 import optimum_spd
 from optimum_spd.architectures import LAYER_LIST_PATHS, prunable_parameters
 from optimum_spd.constants import HEAD_SUFFIXES, SUPPORTED_ARCHITECTURES
 from optimum_spd.modeling.registry import BASE_ARCHITECTURES, HEADS, MODEL_CLASSES
 from optimum_spd.serialization.format import BASE_MODEL_TYPES
-from helpers import tiny_model
 
 PACKAGE_DIR = os.path.dirname(optimum_spd.__file__)
 
@@ -69,7 +69,7 @@ def test_the_package_has_no_import_cycle():
 
     def visit(module, trail):
         if module in visiting:
-            cycles.append(trail[trail.index(module):] + [module])
+            cycles.append(trail[trail.index(module) :] + [module])
             return
         if module in done:
             return
@@ -88,8 +88,10 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_import_optimum_spd_imports_no_task_or_example_code():
-    code = ("import sys, optimum_spd; "
-            "print(sorted(m for m in sys.modules if m.startswith('optimum_spd.tasks') or m in ('sklearn', 'evaluate')))")
+    code = (
+        "import sys, optimum_spd; "
+        "print(sorted(m for m in sys.modules if m.startswith('optimum_spd.tasks') or m in ('sklearn', 'evaluate')))"
+    )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]
     assert completed.stdout.strip() == "[]"

@@ -3,11 +3,11 @@ import os
 
 import pytest
 import torch
+from helpers import tiny_dataset, tiny_model
 from transformers import TrainerCallback
 
 from optimum_spd import SparsityInvariantError, SPDTrainer, sparsity_report
 from optimum_spd.pruning.masks import num_to_prune
-from helpers import tiny_dataset, tiny_model
 
 
 class StepRecorder(TrainerCallback):
@@ -26,8 +26,11 @@ class StepRecorder(TrainerCallback):
 def make_trainer(spd_args, model=None, teacher=None, rows=64, num_labels=2, **overrides):
     model = model if model is not None else tiny_model(num_labels=num_labels)
     return SPDTrainer(
-        model=model, args=spd_args(**overrides), teacher_model=teacher,
-        train_dataset=tiny_dataset(rows, num_labels=num_labels), eval_dataset=tiny_dataset(16, seed=1, num_labels=num_labels),
+        model=model,
+        args=spd_args(**overrides),
+        teacher_model=teacher,
+        train_dataset=tiny_dataset(rows, num_labels=num_labels),
+        eval_dataset=tiny_dataset(16, seed=1, num_labels=num_labels),
     )
 
 
@@ -45,7 +48,9 @@ def test_pruned_weights_stay_exactly_zero_for_50_steps_with_weight_decay(spd_arg
 
 
 def test_bf16_keeps_pruned_weights_exactly_zero_for_50_steps(spd_args):
-    trainer = make_trainer(spd_args, max_steps=50, bf16=True, learning_rate=5e-3, target_sparsity=0.9, weight_decay=0.1)
+    trainer = make_trainer(
+        spd_args, max_steps=50, bf16=True, learning_rate=5e-3, target_sparsity=0.9, weight_decay=0.1
+    )
     recorder = StepRecorder(trainer)
     trainer.add_callback(recorder)
     trainer.train()
@@ -64,8 +69,16 @@ def test_logs_schedule_and_final_state(spd_args):
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 30
-    for key in ("prunable_sparsity", "replacing_rate", "spd_stage", "loss_hidden", "loss_attention", "loss_logit",
-                "loss_hard_label", "learning_rate"):
+    for key in (
+        "prunable_sparsity",
+        "replacing_rate",
+        "spd_stage",
+        "loss_hidden",
+        "loss_attention",
+        "loss_logit",
+        "loss_hard_label",
+        "learning_rate",
+    ):
         assert all(key in entry for entry in logs), key
     assert [entry["spd_stage"] for entry in logs] == [1] * 15 + [2] * 5 + [3] * 10
     assert logs[0]["replacing_rate"] == 0.3 and logs[-1]["replacing_rate"] == 1.0
@@ -98,7 +111,9 @@ def test_teacher_placement_and_frozen_parts(spd_args):
     trainer.train()
     for name, param in model.named_parameters():
         if ".encoder.layer." not in name:
-            assert torch.equal(param, before[name]), f"{name} should be frozen (embeddings and head stay the teacher's)"
+            assert torch.equal(param, before[name]), (
+                f"{name} should be frozen (embeddings and head stay the teacher's)"
+            )
     assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if ".encoder.layer." in n)
     assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.named_parameters())
 
@@ -110,7 +125,11 @@ def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args
     teacher_before = {name: param.detach().clone() for name, param in trainer.teacher_model.named_parameters()}
     trainer.train()
     for prefix in ("bert.embeddings.word_embeddings", "bert.pooler", "classifier"):
-        changed = [name for name, param in model.named_parameters() if name.startswith(prefix) and not torch.equal(param, before[name])]
+        changed = [
+            name
+            for name, param in model.named_parameters()
+            if name.startswith(prefix) and not torch.equal(param, before[name])
+        ]
         assert changed, f"{prefix} should train with train_embeddings_and_head=True"
     assert all(torch.equal(p, teacher_before[n]) for n, p in trainer.teacher_model.named_parameters())
 
@@ -118,8 +137,14 @@ def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args
 def test_gold_label_only_training_skips_the_teacher_forward(spd_args):
     """The GMP baseline (no distillation term, p = 1) never runs the teacher, yet prunes and trains as usual."""
     trainer = make_trainer(
-        spd_args, max_steps=8, hidden_distill_weight=0.0, attention_distill_weight=0.0, logit_distill_weight=0.0,
-        hard_label_weight=1.0, replacing_rate=1.0, replacing_schedule="constant",
+        spd_args,
+        max_steps=8,
+        hidden_distill_weight=0.0,
+        attention_distill_weight=0.0,
+        logit_distill_weight=0.0,
+        hard_label_weight=1.0,
+        replacing_rate=1.0,
+        replacing_schedule="constant",
     )
     calls = []
     handle = trainer.teacher_model.register_forward_hook(lambda *args: calls.append(1))
@@ -141,8 +166,11 @@ def test_evaluation_runs_the_student_only(spd_args):
     batch = tiny_dataset(16, seed=1)
     with torch.no_grad():
         trainer.model.eval()
-        outputs = trainer.model(input_ids=torch.tensor(batch["input_ids"]), attention_mask=torch.tensor(batch["attention_mask"]),
-                                labels=torch.tensor(batch["labels"]))
+        outputs = trainer.model(
+            input_ids=torch.tensor(batch["input_ids"]),
+            attention_mask=torch.tensor(batch["attention_mask"]),
+            labels=torch.tensor(batch["labels"]),
+        )
     assert metrics["eval_loss"] == pytest.approx(float(outputs.loss), rel=1e-5)
 
 
@@ -179,8 +207,15 @@ def test_save_model_checks_sparsity_and_writes_recipe(spd_args, tmp_path):
 
 @pytest.mark.parametrize("model_type", ["bert", "roberta", "distilbert", "electra", "deberta-v2"])
 def test_every_supported_architecture_trains(spd_args, model_type):
-    trainer = make_trainer(spd_args, model=tiny_model(model_type), max_steps=8, target_sparsity=0.7,
-                           pruning_end=0.4, stage_1_end=0.5, stage_2_end=0.75)
+    trainer = make_trainer(
+        spd_args,
+        model=tiny_model(model_type),
+        max_steps=8,
+        target_sparsity=0.7,
+        pruning_end=0.4,
+        stage_1_end=0.5,
+        stage_2_end=0.75,
+    )
     trainer.train()
     assert trainer.masks.measured_sparsity() == pytest.approx(0.7, abs=2e-3)
     assert trainer.state.log_history[-2]["replacing_rate"] == 1.0
@@ -190,8 +225,16 @@ def test_regression_gradient_accumulation_and_teacher_from_path(spd_args, tmp_pa
     teacher = tiny_model(num_labels=1, seed=3)
     teacher.save_pretrained(tmp_path / "teacher")
     student = tiny_model(num_labels=1, seed=3)
-    trainer = make_trainer(spd_args, model=student, teacher=str(tmp_path / "teacher"), num_labels=1, max_steps=6,
-                           gradient_accumulation_steps=2, hard_label_weight=1.0, attention_distill_weight=0.0)
+    trainer = make_trainer(
+        spd_args,
+        model=student,
+        teacher=str(tmp_path / "teacher"),
+        num_labels=1,
+        max_steps=6,
+        gradient_accumulation_steps=2,
+        hard_label_weight=1.0,
+        attention_distill_weight=0.0,
+    )
     trainer.train()
     logs = [entry for entry in trainer.state.log_history if "loss" in entry]
     assert len(logs) == 6 and "loss_attention" not in logs[0] and logs[0]["loss_hard_label"] > 0
@@ -225,8 +268,14 @@ def test_wrong_argument_types(spd_args):
 
 def test_resume_from_checkpoint_continues_the_same_run(spd_args, tmp_path):
     def run(output, **overrides):
-        trainer = make_trainer(spd_args, max_steps=20, target_sparsity=0.8, output_dir=str(tmp_path / output),
-                               dataloader_num_workers=0, **overrides)
+        trainer = make_trainer(
+            spd_args,
+            max_steps=20,
+            target_sparsity=0.8,
+            output_dir=str(tmp_path / output),
+            dataloader_num_workers=0,
+            **overrides,
+        )
         return trainer
 
     uninterrupted = run("a")
@@ -242,7 +291,10 @@ def test_resume_from_checkpoint_continues_the_same_run(spd_args, tmp_path):
     final = dict(uninterrupted.model.named_parameters())
     for name, param in resumed.model.named_parameters():
         assert torch.equal(param, final[name]), name
-    losses = lambda trainer: [e["loss"] for e in trainer.state.log_history if "loss" in e and e["step"] > 7]
+
+    def losses(trainer):
+        return [e["loss"] for e in trainer.state.log_history if "loss" in e and e["step"] > 7]
+
     assert losses(resumed) == losses(uninterrupted)
 
 

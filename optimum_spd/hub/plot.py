@@ -18,11 +18,18 @@ def plot_training_curves(log_history: list[dict], path: str) -> None:
     schedule.plot(steps, [e["prunable_sparsity"] for e in train], label="prunable sparsity")
     schedule.plot(steps, [e["replacing_rate"] for e in train], label="grafting rate p")
     peak = max((e.get("learning_rate", 0.0) for e in train), default=0.0) or 1.0
-    schedule.plot(steps, [e.get("learning_rate", 0.0) / peak for e in train], label=f"learning rate / {peak:.1e}", linestyle="--")
+    schedule.plot(
+        steps, [e.get("learning_rate", 0.0) / peak for e in train], label=f"learning rate / {peak:.1e}", linestyle="--"
+    )
     schedule.set(title="Schedules", xlabel="optimizer step", ylim=(-0.02, 1.05))
 
     task.plot(steps, [e.get("loss_hard_label") for e in train], label="train task loss (grafted student)")
-    task.plot([e["step"] for e in evaluations], [e["eval_loss"] for e in evaluations], "o-", label="eval task loss (sparse student)")
+    task.plot(
+        [e["step"] for e in evaluations],
+        [e["eval_loss"] for e in evaluations],
+        "o-",
+        label="eval task loss (sparse student)",
+    )
     task.set(title="Training vs evaluation loss", xlabel="optimizer step")
 
     for term in ("loss_hidden", "loss_attention", "loss_logit"):

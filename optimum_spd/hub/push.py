@@ -89,8 +89,12 @@ def push_folder(
     try:
         repo = api.create_repo(repo_id, private=private, exist_ok=True)
         commit = api.upload_folder(
-            repo_id=repo.repo_id, folder_path=folder, commit_message=commit_message,
-            commit_description=commit_description, revision=revision, create_pr=create_pr,
+            repo_id=repo.repo_id,
+            folder_path=folder,
+            commit_message=commit_message,
+            commit_description=commit_description,
+            revision=revision,
+            create_pr=create_pr,
         )
     except Exception as error:  # HTTP errors, dropped connections, timeouts: all end the same way for the user
         reason = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else 'no details'}"
@@ -98,8 +102,10 @@ def push_folder(
             reason = reason.replace(token, "<token>")
         hint = ""
         if "timeout" in type(error).__name__.lower() or "timed out" in str(error).lower():
-            hint = (f" The Hub did not answer within {hub_timeout_seconds():g} s: check HF_ENDPOINT and your network, "
-                    f"or raise {HUB_TIMEOUT_ENV}.")
+            hint = (
+                f" The Hub did not answer within {hub_timeout_seconds():g} s: check HF_ENDPOINT and your network, "
+                f"or raise {HUB_TIMEOUT_ENV}."
+            )
         raise HubPushError(
             f"pushing {folder} to the Hub repo {repo_id} failed ({reason}). Nothing local was changed; run the same "
             f"push again to retry.{hint}"

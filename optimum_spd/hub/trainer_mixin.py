@@ -17,9 +17,12 @@ class SPDHubMixin:
     def evaluate_teacher(self, eval_dataset=None) -> dict[str, float]:
         """Evaluate the dense teacher with this trainer's data, collator and metrics (for the card's comparison)."""
         evaluator = Trainer(
-            model=self.teacher_model, args=self.args, data_collator=self.data_collator,
+            model=self.teacher_model,
+            args=self.args,
+            data_collator=self.data_collator,
             eval_dataset=eval_dataset if eval_dataset is not None else self.eval_dataset,
-            compute_metrics=self.compute_metrics, processing_class=self.processing_class,
+            compute_metrics=self.compute_metrics,
+            processing_class=self.processing_class,
         )
         self.teacher_metrics = evaluator.evaluate()
         return self.teacher_metrics
@@ -47,20 +50,35 @@ class SPDHubMixin:
         folder = output_dir or self.args.output_dir
         first = lambda value: value[0] if isinstance(value, list) else value  # noqa: E731
         evaluations = [entry for entry in self.state.log_history if "eval_loss" in entry]
-        write_run_info(folder, {
-            "model_name": model_name,
-            "base_model": finetuned_from,
-            "teacher_model": getattr(self.teacher_model, "name_or_path", None),
-            "teacher_metrics": self.teacher_metrics,
-            "student_metrics": evaluations[-1] if evaluations else None,
-            "stage_seconds": self.stage_seconds,
-            "license": license or license_of(getattr(self.teacher_model, "name_or_path", None)),
-            "dataset": {"name": first(dataset), "type": first(dataset_tags) or first(dataset), "config": first(dataset_args),
-                        "split": "validation", "task_type": first(tasks) or "text-classification"} if dataset else {},
-        })
+        write_run_info(
+            folder,
+            {
+                "model_name": model_name,
+                "base_model": finetuned_from,
+                "teacher_model": getattr(self.teacher_model, "name_or_path", None),
+                "teacher_metrics": self.teacher_metrics,
+                "student_metrics": evaluations[-1] if evaluations else None,
+                "stage_seconds": self.stage_seconds,
+                "license": license or license_of(getattr(self.teacher_model, "name_or_path", None)),
+                "dataset": {
+                    "name": first(dataset),
+                    "type": first(dataset_tags) or first(dataset),
+                    "config": first(dataset_args),
+                    "split": "validation",
+                    "task_type": first(tasks) or "text-classification",
+                }
+                if dataset
+                else {},
+            },
+        )
         self.state.save_to_json(os.path.join(folder, "trainer_state.json"))
-        render_model_card(folder, license=license, language=language,
-                          tags=[tags] if isinstance(tags, str) else tags, repo_id=model_name)
+        render_model_card(
+            folder,
+            license=license,
+            language=language,
+            tags=[tags] if isinstance(tags, str) else tags,
+            repo_id=model_name,
+        )
 
     def push_to_hub(
         self,
@@ -83,5 +101,11 @@ class SPDHubMixin:
             folder = os.path.join(staging, repo_id.split("/")[-1])
             self.save_model(folder)
             self.create_model_card(output_dir=folder, model_name=kwargs.pop("model_name", repo_id), **kwargs)
-            return push_folder(folder, repo_id, token=token or self.args.hub_token, private=self.args.hub_private_repo,
-                               revision=revision or self.args.hub_revision, commit_message=commit_message or "End of training")
+            return push_folder(
+                folder,
+                repo_id,
+                token=token or self.args.hub_token,
+                private=self.args.hub_private_repo,
+                revision=revision or self.args.hub_revision,
+                commit_message=commit_message or "End of training",
+            )

@@ -90,7 +90,9 @@ def save_compressed(
         raise ValueError(f"storage_dtype={storage_dtype!r} is not one of {sorted(STORAGE_DTYPES)} (or None).")
     config = model.config
     # Class *names* only (from the architecture table): the writer needs no generated class, hence no registry import.
-    base_type, head = base_type_and_head(type(model).__name__, getattr(config, "base_model_type", None) or config.model_type)
+    base_type, head = base_type_and_head(
+        type(model).__name__, getattr(config, "base_model_type", None) or config.model_type
+    )
     config_class_name, model_class_name = spd_class_name(base_type), spd_class_name(base_type, head)
     auto_class_names = {auto: spd_class_name(base_type, suffix) for auto, suffix in HEAD_SUFFIXES.items()}
     if targets is None:
@@ -105,12 +107,16 @@ def save_compressed(
         )
     state_dict = model.state_dict()
     dtype = next(tensor.dtype for tensor in state_dict.values() if tensor.is_floating_point())
-    stored, encoded = encode_state_dict(state_dict, targets, STORAGE_DTYPES.get(storage_dtype) if storage_dtype else None)
+    stored, encoded = encode_state_dict(
+        state_dict, targets, STORAGE_DTYPES.get(storage_dtype) if storage_dtype else None
+    )
     checkpoint_id = uuid.uuid4().hex
     sparsity_config = validate_sparsity_config(
         build_sparsity_config(
             base_model_type=getattr(config, "base_model_type", None) or config.model_type,
-            tensors={name: {"encoding": e.encoding, "shape": list(e.shape), "nnz": e.nnz} for name, e in encoded.items()},
+            tensors={
+                name: {"encoding": e.encoding, "shape": list(e.shape), "nnz": e.nnz} for name, e in encoded.items()
+            },
             dtype=_dtype_name(dtype),
             storage_dtype=storage_dtype,
             prunable_sparsity=report.prunable_sparsity,
@@ -138,10 +144,14 @@ def save_compressed(
 
 def resolve_weight_files(pretrained_model_name_or_path: str | os.PathLike, hub_kwargs: dict) -> list[str]:
     """Local paths of the weight files of a local or Hub checkpoint (single file, or every shard of an index)."""
-    single = cached_file(pretrained_model_name_or_path, WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    single = cached_file(
+        pretrained_model_name_or_path, WEIGHTS_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
     if single is not None:
         return [single]
-    index_path = cached_file(pretrained_model_name_or_path, WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs)
+    index_path = cached_file(
+        pretrained_model_name_or_path, WEIGHTS_INDEX_NAME, _raise_exceptions_for_missing_entries=False, **hub_kwargs
+    )
     if index_path is None:
         raise CompressedCheckpointError(
             f"{pretrained_model_name_or_path}: no {WEIGHTS_NAME} and no {WEIGHTS_INDEX_NAME}; SPD checkpoints are "
@@ -168,4 +178,6 @@ def load_compressed_state_dict(
     sparsity_config = validate_sparsity_config(getattr(config, "sparsity_config", None), source=source)
     files = resolve_weight_files(pretrained_model_name_or_path, hub_kwargs)
     stored = read_weight_files(files, sparsity_config["checkpoint_id"])
-    return decode_state_dict(stored, sparsity_config, source=files[0] if len(files) == 1 else str(pretrained_model_name_or_path))
+    return decode_state_dict(
+        stored, sparsity_config, source=files[0] if len(files) == 1 else str(pretrained_model_name_or_path)
+    )

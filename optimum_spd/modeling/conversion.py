@@ -15,8 +15,14 @@ from .compressed import save_compressed
 from .registry import BASE_ARCHITECTURES, HEADS, MODEL_CLASSES, spd_model_type
 
 TOKENIZER_FILES = (
-    "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "vocab.txt",
-    "vocab.json", "merges.txt", "spm.model",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.txt",
+    "vocab.json",
+    "merges.txt",
+    "spm.model",
 )
 # Class names a vanilla checkpoint's `architectures` may name: only these are ever looked up in transformers.
 DENSE_ARCHITECTURES = {f"{prefix}{suffix}" for prefix in BASE_ARCHITECTURES.values() for suffix in HEADS.values()}
@@ -78,9 +84,16 @@ def compress(
         check_output_directory(str(output_dir), (source,), overwrite)  # before loading: fail fast, write nothing
         model = load_dense_model(source)
     extra = None if source is None else (lambda staging: _copy_tokenizer_files(source, staging))
-    return save_compressed(model, output_dir, targets=targets, storage_dtype=storage_dtype,
-                           max_shard_size=max_shard_size, add_files=extra, inputs=(source,) if source else (),
-                           overwrite=overwrite)
+    return save_compressed(
+        model,
+        output_dir,
+        targets=targets,
+        storage_dtype=storage_dtype,
+        max_shard_size=max_shard_size,
+        add_files=extra,
+        inputs=(source,) if source else (),
+        overwrite=overwrite,
+    )
 
 
 def decompress(path: str | os.PathLike, output_dir: str | os.PathLike, overwrite: bool = False, **hub_kwargs) -> str:
@@ -100,7 +113,9 @@ def decompress(path: str | os.PathLike, output_dir: str | os.PathLike, overwrite
     architecture = (config.architectures or [None])[0]
     model_class = next((cls for cls in MODEL_CLASSES.values() if cls.__name__ == architecture), None)
     if model_class is None or spd_model_type(config.base_model_type) != config.model_type:
-        raise SparsityConfigError(f"{path}/config.json: architectures={config.architectures!r} is not an SPD model class.")
+        raise SparsityConfigError(
+            f"{path}/config.json: architectures={config.architectures!r} is not an SPD model class."
+        )
     dense = model_class.from_pretrained(path, config=config, **hub_kwargs).to_dense()
     with atomic_directory(str(output_dir), (path,), overwrite) as staging:
         dense.save_pretrained(staging)

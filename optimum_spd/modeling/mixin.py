@@ -77,8 +77,13 @@ class SPDModelMixin:
         if kwargs.get("safe_serialization") is False:
             raise ValueError("SPD checkpoints are safetensors only (no pickle): drop safe_serialization=False.")
         if kwargs.get("is_main_process", True):
-            save_compressed(self, save_directory, storage_dtype=storage_dtype, max_shard_size=_parse_size(max_shard_size),
-                            overwrite=overwrite)
+            save_compressed(
+                self,
+                save_directory,
+                storage_dtype=storage_dtype,
+                max_shard_size=_parse_size(max_shard_size),
+                overwrite=overwrite,
+            )
 
     def push_to_hub(
         self,
@@ -103,9 +108,16 @@ class SPDModelMixin:
             folder = os.path.join(staging, checked_repo_id(repo_id).split("/")[-1])
             self.save_pretrained(folder, storage_dtype=storage_dtype, max_shard_size=max_shard_size)
             render_model_card(folder, license=license, tags=tags, repo_id=repo_id)
-            return push_folder(folder, repo_id, token=token, private=private, revision=revision, create_pr=create_pr,
-                               commit_message=commit_message or "Upload sparse model (optimum-spd)",
-                               commit_description=commit_description)
+            return push_folder(
+                folder,
+                repo_id,
+                token=token,
+                private=private,
+                revision=revision,
+                create_pr=create_pr,
+                commit_message=commit_message or "Upload sparse model (optimum-spd)",
+                commit_description=commit_description,
+            )
 
     def to_dense(self) -> PreTrainedModel:
         """A vanilla transformers model (``model_type: bert``...) with the same weights, zeros included."""
@@ -129,7 +141,7 @@ def _fit_to_class(cls, config, state_dict: dict, source: str) -> dict:
     prefix = f"{cls.base_model_prefix}."
     if not any(key.startswith(prefix) for key in expected) and any(key.startswith(prefix) for key in state_dict):
         # A bare model from a task checkpoint: the head (every key outside the base model) is dropped on purpose.
-        state_dict = {key[len(prefix):]: value for key, value in state_dict.items() if key.startswith(prefix)}
+        state_dict = {key[len(prefix) :]: value for key, value in state_dict.items() if key.startswith(prefix)}
     missing = sorted(expected - set(state_dict))
     if missing:
         raise CompressedCheckpointError(

@@ -25,8 +25,12 @@ from .mixin import SPDModelMixin
 # base model_type -> class-name prefix in transformers
 BASE_ARCHITECTURES = {model_type: spec.class_prefix for model_type, spec in SUPPORTED_ARCHITECTURES.items()}
 # Auto class -> class-name suffix of the head
-_AUTO_CLASSES = (AutoModel, AutoModelForSequenceClassification, AutoModelForTokenClassification,
-                 AutoModelForQuestionAnswering)
+_AUTO_CLASSES = (
+    AutoModel,
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    AutoModelForQuestionAnswering,
+)
 HEADS = {auto_class: HEAD_SUFFIXES[auto_class.__name__] for auto_class in _AUTO_CLASSES}
 
 CONFIG_CLASSES: dict[str, type] = {}  # base model_type -> SPD config class
@@ -39,8 +43,11 @@ def _generate_classes() -> None:
         config_class = type(
             spd_class_name(base_type),
             (base_config,),
-            {"model_type": spd_model_type(base_type), "__module__": __name__,
-             "__doc__": f"{base_config.__name__} of an optimum-spd compressed sparse checkpoint."},
+            {
+                "model_type": spd_model_type(base_type),
+                "__module__": __name__,
+                "__doc__": f"{base_config.__name__} of an optimum-spd compressed sparse checkpoint.",
+            },
         )
         globals()[config_class.__name__] = config_class
         CONFIG_CLASSES[base_type] = config_class
@@ -49,8 +56,13 @@ def _generate_classes() -> None:
             model_class = type(
                 spd_class_name(base_type, suffix),
                 (SPDModelMixin, base_model),
-                {"config_class": config_class, "base_model_class": base_model, "base_config_class": base_config,
-                 "__module__": __name__, "__doc__": f"{base_model.__name__} loaded from / saved to the SPD sparse format."},
+                {
+                    "config_class": config_class,
+                    "base_model_class": base_model,
+                    "base_config_class": base_config,
+                    "__module__": __name__,
+                    "__doc__": f"{base_model.__name__} loaded from / saved to the SPD sparse format.",
+                },
             )
             globals()[model_class.__name__] = model_class
             MODEL_CLASSES[(base_type, suffix)] = model_class

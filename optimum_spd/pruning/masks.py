@@ -40,7 +40,9 @@ def unpack_bits(packed: torch.Tensor, columns: int) -> torch.Tensor:
     if packed.dtype != torch.uint8:
         raise ValueError(f"packed bits must be uint8, got {packed.dtype}.")
     if packed.shape[-1] != -(-columns // 8):
-        raise ValueError(f"packed bits have {packed.shape[-1]} bytes per row, {columns} columns need {-(-columns // 8)}.")
+        raise ValueError(
+            f"packed bits have {packed.shape[-1]} bytes per row, {columns} columns need {-(-columns // 8)}."
+        )
     shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
     bits = (packed.unsqueeze(-1) >> shifts) & 1
     return bits.reshape(*packed.shape[:-1], -1)[..., :columns].to(torch.bool)
@@ -133,6 +135,8 @@ class PruningMasks:
         for name, param in self.parameters.items():
             keep = unpack_bits(state[f"{name}.keep_bits"], param.shape[-1])
             if keep.shape != param.shape:
-                raise ValueError(f"saved mask for {name} has shape {tuple(keep.shape)}, weight has {tuple(param.shape)}.")
+                raise ValueError(
+                    f"saved mask for {name} has shape {tuple(keep.shape)}, weight has {tuple(param.shape)}."
+                )
             self.keep[name] = keep.to(param.device)
         self.sparsity = float(state["sparsity"][0])

@@ -41,7 +41,7 @@ class StageSteps:
         pruning_end: float,
         stage_1_end: float,
         stage_2_end: float,
-    ) -> "StageSteps":
+    ) -> StageSteps:
         """Round each fraction of ``total_steps`` to a whole step (ordering is preserved by rounding)."""
         if total_steps < 1:
             raise ValueError(f"total_steps={total_steps} is invalid: an SPD run needs at least one optimizer step.")

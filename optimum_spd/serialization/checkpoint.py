@@ -52,11 +52,13 @@ def encode_state_dict(
     return stored, encoded
 
 
-def _shards(stored: dict[str, torch.Tensor], encoded: dict[str, EncodedTensor], max_shard_bytes: int) -> list[list[str]]:
+def _shards(
+    stored: dict[str, torch.Tensor], encoded: dict[str, EncodedTensor], max_shard_bytes: int
+) -> list[list[str]]:
     """Group keys into shards of at most ``max_shard_bytes``; the parts of one encoded tensor stay together."""
     groups: list[list[str]] = []
     grouped = set()
-    for name, tensor in encoded.items():
+    for tensor in encoded.values():
         groups.append(list(tensor.tensors))
         grouped.update(tensor.tensors)
     groups += [[key] for key in stored if key not in grouped]
@@ -114,15 +116,15 @@ def read_weight_files(files: list[str], checkpoint_id: str) -> dict[str, torch.T
                         raise CompressedCheckpointError(f"{path}: tensor {key!r} is stored in two files.")
                     stored[key] = handle.get_tensor(key)
         except SafetensorError as error:
-            raise CompressedCheckpointError(f"{path}: not a readable safetensors file ({error}); truncated download?") from None
+            raise CompressedCheckpointError(
+                f"{path}: not a readable safetensors file ({error}); truncated download?"
+            ) from None
         except OSError as error:
             raise CompressedCheckpointError(f"{path}: cannot be read ({error}).") from None
     return stored
 
 
-def decode_state_dict(
-    stored: dict[str, torch.Tensor], sparsity_config: dict, source: str
-) -> dict[str, torch.Tensor]:
+def decode_state_dict(stored: dict[str, torch.Tensor], sparsity_config: dict, source: str) -> dict[str, torch.Tensor]:
     """Rebuild the dense state dict from stored tensors and a validated ``sparsity_config``."""
     from .format import STORAGE_DTYPES
 
@@ -150,8 +152,11 @@ def decode_state_dict(
         state_dict[name] = decode(name, entry["encoding"], tuple(entry["shape"]), entry["nnz"], parts, dtype, source)
     for key, tensor in remaining.items():
         state_dict[key] = tensor.to(dtype) if tensor.is_floating_point() else tensor
-    non_finite = [name for name, tensor in state_dict.items()
-                  if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    non_finite = [
+        name
+        for name, tensor in state_dict.items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
     if non_finite:
         raise CompressedCheckpointError(
             f"{source}: {len(non_finite)} tensor(s) hold NaN or inf values ({', '.join(non_finite[:3])}): the model "
@@ -163,14 +168,35 @@ def decode_state_dict(
 # Files a checkpoint save owns. A new save replaces them as a set (one left over from the previous save is dropped,
 # so another model's tokenizer or card never sits beside the new weights); every other entry of the directory
 # (Trainer checkpoints, logs, results, a user's own files) is carried over.
-_CHECKPOINT_FILE_NAMES = frozenset({
-    "config.json", "model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
-    "pytorch_model.bin.index.json", "configuration_spd.py", "modeling_spd.py", "vocab.txt", "vocab.json",
-    "merges.txt", "special_tokens_map.json", "added_tokens.json", "spm.model", "sentencepiece.bpe.model",
-    "tokenizer.json", "tokenizer_config.json", "chat_template.jinja", "chat_template.json", "spd_config.json",
-    "training_args.json", "training_args.bin", "generation_config.json", "README.md", "spd_run.json",
-    "spd_training.png",
-})
+_CHECKPOINT_FILE_NAMES = frozenset(
+    {
+        "config.json",
+        "model.safetensors",
+        "model.safetensors.index.json",
+        "pytorch_model.bin",
+        "pytorch_model.bin.index.json",
+        "configuration_spd.py",
+        "modeling_spd.py",
+        "vocab.txt",
+        "vocab.json",
+        "merges.txt",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "spm.model",
+        "sentencepiece.bpe.model",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+        "chat_template.json",
+        "spd_config.json",
+        "training_args.json",
+        "training_args.bin",
+        "generation_config.json",
+        "README.md",
+        "spd_run.json",
+        "spd_training.png",
+    }
+)
 _CHECKPOINT_SHARD = re.compile(r"(model|pytorch_model)-\d{5}-of-\d{5}\.(safetensors|bin)")
 
 

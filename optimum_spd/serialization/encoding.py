@@ -135,7 +135,9 @@ def decode(
         popcount = int(row_counts.sum())
         if popcount != nnz:
             fail(f"bitmask has {popcount} set bits but {nnz} values are stored.")
-        if tuple(row_offsets.shape) != (rows,) or not torch.equal(row_offsets.to(torch.int64), torch.cumsum(row_counts, 0) - row_counts):
+        if tuple(row_offsets.shape) != (rows,) or not torch.equal(
+            row_offsets.to(torch.int64), torch.cumsum(row_counts, 0) - row_counts
+        ):
             fail("row_offsets do not match the bitmask's row counts.")
         weight = torch.zeros(rows, columns, dtype=dtype)
         weight[keep] = values.to(dtype)

@@ -24,8 +24,19 @@ STRUCTURES = ("unstructured",)
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _TENSOR_NAME = re.compile(r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 _KNOWN_KEYS = {
-    "format", "format_version", "base_model_type", "structure", "dtype", "storage_dtype", "prunable_sparsity",
-    "global_sparsity", "targets", "tensors", "dense_parameter_count", "nonzero_parameter_count", "checkpoint_id",
+    "format",
+    "format_version",
+    "base_model_type",
+    "structure",
+    "dtype",
+    "storage_dtype",
+    "prunable_sparsity",
+    "global_sparsity",
+    "targets",
+    "tensors",
+    "dense_parameter_count",
+    "nonzero_parameter_count",
+    "checkpoint_id",
 }
 
 
@@ -75,7 +86,10 @@ def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[st
 
     def check_allowed(field: str, value: Any, allowed) -> None:
         if not isinstance(value, str) or value not in allowed:
-            fail(field, f"is {value!r}; allowed: {sorted(allowed)}. This checkpoint was not written by a compatible optimum-spd.")
+            fail(
+                field,
+                f"is {value!r}; allowed: {sorted(allowed)}. This checkpoint was not written by a compatible optimum-spd.",
+            )
 
     def check_fraction(field: str, value: Any) -> None:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
@@ -94,7 +108,10 @@ def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[st
         check_allowed("format", block.get("format"), {FORMAT_NAME})
     version = block.get("format_version")
     if isinstance(version, bool) or version not in SUPPORTED_FORMAT_VERSIONS:
-        fail("format_version", f"is {version!r}; this optimum-spd reads versions {SUPPORTED_FORMAT_VERSIONS}: upgrade it.")
+        fail(
+            "format_version",
+            f"is {version!r}; this optimum-spd reads versions {SUPPORTED_FORMAT_VERSIONS}: upgrade it.",
+        )
     check_allowed("base_model_type", block.get("base_model_type"), BASE_MODEL_TYPES)
     check_allowed("structure", block.get("structure"), STRUCTURES)
     check_allowed("dtype", block.get("dtype"), STORAGE_DTYPES)
@@ -117,7 +134,11 @@ def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[st
             fail(f"tensors[{name!r}]", "must hold exactly encoding, shape and nnz.")
         check_allowed(f"tensors[{name!r}].encoding", entry["encoding"], ENCODINGS)
         shape = entry["shape"]
-        if not (isinstance(shape, list) and len(shape) == 2 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+        if not (
+            isinstance(shape, list)
+            and len(shape) == 2
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)
+        ):
             fail(f"tensors[{name!r}].shape", f"is {shape!r}; expected two positive integers.")
         nnz = entry["nnz"]
         check_count(f"tensors[{name!r}].nnz", nnz)
@@ -129,6 +150,9 @@ def validate_sparsity_config(block: Any, source: str = "config.json") -> dict[st
     numel = sum(entry["shape"][0] * entry["shape"][1] for entry in tensors.values())
     measured = 1 - sum(entry["nnz"] for entry in tensors.values()) / numel
     if abs(measured - block["prunable_sparsity"]) > 1e-6:
-        fail("prunable_sparsity", f"is {block['prunable_sparsity']!r}, but the per-tensor nnz counts give {measured:.6f}: "
-             "the file was edited or corrupted. Re-save the model to record the true value.")
+        fail(
+            "prunable_sparsity",
+            f"is {block['prunable_sparsity']!r}, but the per-tensor nnz counts give {measured:.6f}: "
+            "the file was edited or corrupted. Re-save the model to record the true value.",
+        )
     return block

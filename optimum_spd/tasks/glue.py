@@ -47,6 +47,7 @@ GLUE_TASKS: dict[str, GlueTask] = {
 
 def _normalise(dataset: DatasetDict, task: GlueTask, text_columns: tuple[str, ...], label_column: str) -> DatasetDict:
     """Rename to ``sentence1``/``sentence2``/``label`` and give labels their final type."""
+
     def convert(example):
         row = {f"sentence{i + 1}": example[column] for i, column in enumerate(text_columns)}
         label = example[label_column]
@@ -84,7 +85,9 @@ def load_glue(task_name: str, data_dir: str | None = None, cache_dir: str | None
     files = {"train": os.path.join(folder, "train.tsv"), "validation": os.path.join(folder, "dev.tsv")}
     missing = [path for path in files.values() if not os.path.isfile(path)]
     if missing:
-        raise FileNotFoundError(f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/train.tsv and dev.tsv.")
+        raise FileNotFoundError(
+            f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/train.tsv and dev.tsv."
+        )
     read_options = dict(delimiter="\t", quoting=3, keep_default_na=False, encoding="utf-8-sig")
     if task.column_names:
         read_options["column_names"] = list(task.column_names)
@@ -105,8 +108,12 @@ def tokenize_glue(dataset: Dataset | DatasetDict, tokenizer, max_length: int = 1
     """
     columns = next(iter(dataset.values())).column_names if isinstance(dataset, DatasetDict) else dataset.column_names
     text_columns = [column for column in ("sentence1", "sentence2") if column in columns]
-    return dataset.map(tokenize_pairs, batched=True, remove_columns=text_columns,
-                       fn_kwargs={"tokenizer": tokenizer, "max_length": max_length})
+    return dataset.map(
+        tokenize_pairs,
+        batched=True,
+        remove_columns=text_columns,
+        fn_kwargs={"tokenizer": tokenizer, "max_length": max_length},
+    )
 
 
 def load_glue_metric(task_name: str, **kwargs) -> evaluate.EvaluationModule:

@@ -31,7 +31,9 @@ class GlueMetric(evaluate.Metric):
             description=_DESCRIPTION,
             citation="Wang et al., GLUE: A Multi-Task Benchmark and Analysis Platform for NLU, ICLR 2019.",
             inputs_description=_KWARGS_DESCRIPTION,
-            features=datasets.Features({"predictions": datasets.Value(value_type), "references": datasets.Value(value_type)}),
+            features=datasets.Features(
+                {"predictions": datasets.Value(value_type), "references": datasets.Value(value_type)}
+            ),
         )
 
     def _compute(self, predictions, references):

@@ -18,9 +18,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import torch  # noqa: E402
 import torch.distributed as dist  # noqa: E402
+from helpers import tiny_dataset, tiny_model  # noqa: E402
 from transformers import TrainerCallback  # noqa: E402
 
-from helpers import tiny_dataset, tiny_model  # noqa: E402
 from optimum_spd import SparseDistillConfig, SPDTrainer  # noqa: E402
 from optimum_spd.pruning import pack_bits  # noqa: E402
 
@@ -40,8 +40,14 @@ class Recorder(TrainerCallback):
         trainer = self.trainer
         masks = [pack_bits(keep) for keep in trainer.masks.keep.values()]
         weights = [param for param in trainer.accelerator.unwrap_model(trainer.model).parameters()]
-        self.records.append({"step": state.global_step, "decisions": list(trainer.grafting_decisions),
-                             "masks": digest(masks), "weights": digest(weights)})
+        self.records.append(
+            {
+                "step": state.global_step,
+                "decisions": list(trainer.grafting_decisions),
+                "masks": digest(masks),
+                "weights": digest(weights),
+            }
+        )
 
     def on_save(self, args, state, control, **kwargs):
         if self.kill_at_step is not None and state.global_step == self.kill_at_step:
@@ -59,10 +65,23 @@ def main():
     options = parser.parse_args()
     torch.set_num_threads(1)
     args = SparseDistillConfig(
-        output_dir=options.output_dir, max_steps=options.max_steps, per_device_train_batch_size=4, learning_rate=1e-3,
-        weight_decay=0.01, logging_steps=1, save_strategy="steps", save_steps=options.save_steps, report_to=[],
-        use_cpu=True, seed=0, target_sparsity=0.8, check_sparsity_invariant=True, disable_tqdm=True, num_pruning_events=4,
-        dataloader_num_workers=0, bf16=options.bf16,
+        output_dir=options.output_dir,
+        max_steps=options.max_steps,
+        per_device_train_batch_size=4,
+        learning_rate=1e-3,
+        weight_decay=0.01,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        report_to=[],
+        use_cpu=True,
+        seed=0,
+        target_sparsity=0.8,
+        check_sparsity_invariant=True,
+        disable_tqdm=True,
+        num_pruning_events=4,
+        dataloader_num_workers=0,
+        bf16=options.bf16,
     )
     trainer = SPDTrainer(model=tiny_model(num_layers=4), args=args, train_dataset=tiny_dataset(96))
     recorder = Recorder(trainer, options.kill_at_step)
@@ -78,8 +97,15 @@ def main():
     if trainer.is_world_process_zero():
         final = trainer.accelerator.unwrap_model(trainer.model)
         with open(os.path.join(options.output_dir, "records.json"), "w") as handle:
-            json.dump({"world_size": world_size, "ranks": gathered, "losses": losses,
-                       "final_weights": digest(list(final.parameters()))}, handle)
+            json.dump(
+                {
+                    "world_size": world_size,
+                    "ranks": gathered,
+                    "losses": losses,
+                    "final_weights": digest(list(final.parameters())),
+                },
+                handle,
+            )
     trainer.save_model(os.path.join(options.output_dir, "final"))
     if world_size > 1:
         # Leave together: a rank that exits while another is still saving tears gloo's connections down under it

@@ -30,9 +30,12 @@ def _tolerance(text: str) -> float:
 
 
 def _add_overwrite_argument(parser: ArgumentParser) -> None:
-    parser.add_argument("--overwrite", action="store_true",
-                        help="Write into a non-empty directory that is not a checkpoint (its model, tokenizer and card "
-                             "files are replaced, everything else is kept).")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into a non-empty directory that is not a checkpoint (its model, tokenizer and card "
+        "files are replaced, everything else is kept).",
+    )
 
 
 def add_info_arguments(parser: ArgumentParser) -> None:
@@ -45,8 +48,12 @@ def add_info_arguments(parser: ArgumentParser) -> None:
 def add_compress_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("source", help="Vanilla transformers checkpoint directory of a pruned model.")
     parser.add_argument("output_dir", help="Where to write the compressed checkpoint (replaced atomically).")
-    parser.add_argument("--storage_dtype", choices=("float16", "bfloat16"), default=None,
-                        help="Store values in half precision (lossy rounding; restored to the model dtype on load).")
+    parser.add_argument(
+        "--storage_dtype",
+        choices=("float16", "bfloat16"),
+        default=None,
+        help="Store values in half precision (lossy rounding; restored to the model dtype on load).",
+    )
     parser.add_argument("--max_shard_size", type=int, default=None, help="Bytes per safetensors shard.")
     _add_overwrite_argument(parser)
 
@@ -60,9 +67,12 @@ def add_decompress_arguments(parser: ArgumentParser) -> None:
 
 def add_verify_arguments(parser: ArgumentParser) -> None:
     parser.add_argument("path", help="Compressed SPD checkpoint: local directory or Hub repo id.")
-    parser.add_argument("--reference", default=None,
-                        help="Checkpoint directory with the same weights (e.g. the decompressed copy) whose logits "
-                             "must match; a different model, such as the dense teacher, will not.")
+    parser.add_argument(
+        "--reference",
+        default=None,
+        help="Checkpoint directory with the same weights (e.g. the decompressed copy) whose logits "
+        "must match; a different model, such as the dense teacher, will not.",
+    )
     parser.add_argument("--atol", type=_tolerance, default=1e-5, help="Largest allowed absolute logit difference.")
     _add_hub_arguments(parser)
 
@@ -73,7 +83,9 @@ def _add_card_arguments(parser: ArgumentParser) -> None:
 
 
 def add_card_arguments(parser: ArgumentParser) -> None:
-    parser.add_argument("path", help="Compressed SPD checkpoint directory; README.md and the plot are written into it.")
+    parser.add_argument(
+        "path", help="Compressed SPD checkpoint directory; README.md and the plot are written into it."
+    )
     parser.add_argument("--repo_id", default=None, help="Repo id shown in the card's loading snippet.")
     _add_card_arguments(parser)
 
@@ -99,7 +111,9 @@ def run_command(name: str, args) -> int:
     if name == "info":
         return actions.info(args.path, show_tensors=args.tensors, as_json=args.json, **_hub_kwargs(args))
     if name == "compress":
-        return actions.run_compress(args.source, args.output_dir, args.storage_dtype, args.max_shard_size, args.overwrite)
+        return actions.run_compress(
+            args.source, args.output_dir, args.storage_dtype, args.max_shard_size, args.overwrite
+        )
     if name == "decompress":
         return actions.run_decompress(args.source, args.output_dir, args.overwrite, **_hub_kwargs(args))
     if name == "verify":
@@ -107,17 +121,31 @@ def run_command(name: str, args) -> int:
     if name == "card":
         return actions.card(args.path, repo_id=args.repo_id, license=args.license, tags=args.tags)
     if name == "push":
-        return actions.push(args.path, args.repo_id, private=args.private, revision=args.revision,
-                            commit_message=args.commit_message, keep_card=args.keep_card, license=args.license, tags=args.tags)
+        return actions.push(
+            args.path,
+            args.repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            keep_card=args.keep_card,
+            license=args.license,
+            tags=args.tags,
+        )
     raise ValueError(f"unknown spd command {name!r}")
 
 
 SUBCOMMAND_SPECS = {
     "info": ("Per-layer and whole-model sparsity and sizes of a checkpoint.", add_info_arguments),
     "compress": ("Write a pruned dense checkpoint in the compressed sparse format.", add_compress_arguments),
-    "decompress": ("Write a compressed checkpoint as a vanilla transformers one (zeros stored).", add_decompress_arguments),
+    "decompress": (
+        "Write a compressed checkpoint as a vanilla transformers one (zeros stored).",
+        add_decompress_arguments,
+    ),
     "verify": ("Reload a compressed checkpoint and compare its logits.", add_verify_arguments),
-    "card": ("Render README.md (model card) and the training plot from a checkpoint folder's files.", add_card_arguments),
+    "card": (
+        "Render README.md (model card) and the training plot from a checkpoint folder's files.",
+        add_card_arguments,
+    ),
     "push": ("Upload a compressed checkpoint with its model card to the Hub in one commit.", add_push_arguments),
 }
 
