@@ -67,7 +67,80 @@ class SparseDistillConfig(TrainingArguments):
     r"""Training arguments for :class:`~optimum_spd.SPDTrainer`.
 
     All ``TrainingArguments`` fields apply; the fields below define the SPD recipe. Fractions are of the total
-    number of optimizer steps. Fields left at ``None`` are filled from ``preset``.
+    number of optimizer steps. Fields whose default is "filled by preset" are left at ``None`` and take the
+    preset's value unless you set them.
+
+    Args:
+        > Recipe
+
+        preset (`str`, defaults to `"paper"`):
+            Fills every field left unset: `"paper"` (grafting probability p ramps to 1 in stage II) or `"reference"`
+            (what the released code's README command does: p constant at 0.8).
+
+        > Pruning
+
+        target_sparsity (`float`, defaults to `0.9`):
+            Fraction of zeros in every targeted matrix at the end, `0 <= s < 1`.
+        sparsity_schedule (`str`, defaults to `"cubic"`):
+            How sparsity grows: `"cubic"` (Zhu & Gupta), `"linear"` or `"one_shot"`.
+        pruning_start (`float`, filled by preset):
+            Fraction of training at which pruning starts.
+        pruning_end (`float`, filled by preset):
+            Fraction of training at which `target_sparsity` is reached.
+        num_pruning_events (`int`, filled by preset):
+            Mask updates between `pruning_start` and `pruning_end`.
+        pruning_targets (`list[str]`, defaults to `None`):
+            Regexes over parameter names selecting the pruned linear weights inside the Transformer blocks (default:
+            all of them; embeddings, LayerNorm, pooler and classifier are never pruned).
+
+        > Stages
+
+        stage_1_end (`float`, filled by preset):
+            End of stage I (pruning while grafting); masks are frozen after it.
+        stage_2_end (`float`, filled by preset):
+            End of stage II (p ramps to 1); stage III, the pure sparse student, follows.
+        lr_restart (`bool`, defaults to `True`):
+            Restart the learning-rate schedule at the start of stage II.
+
+        > Grafting
+
+        replacing_rate (`float`, filled by preset):
+            The grafting probability p: the probability that a student layer replaces the teacher layer at its
+            position in a step, at the start of training (the reference's name for it).
+        replacing_schedule (`str`, filled by preset):
+            `"linear"` (p ramps to 1 across stage II) or `"constant"`.
+        step_unsampled_layers (`bool`, filled by preset):
+            A student layer not grafted in a step still takes an AdamW step on its momentum (the reference's
+            behaviour under torch 1.x); `False`: it stands still.
+        train_embeddings_and_head (`bool`, defaults to `False`):
+            Also train the embeddings, pooler and classifier (the reference trains only the Transformer blocks).
+
+        > Losses
+
+        teacher_model_name_or_path (`str`, defaults to `None`):
+            The dense fine-tuned teacher; default: a frozen copy of the model given to the trainer.
+        temperature (`float`, defaults to `1.0`):
+            Softmax temperature of the logit term (> 0).
+        hidden_distill_weight (`float`, defaults to `1.0`):
+            Weight of the hidden-state MSE (0 switches it off).
+        attention_distill_weight (`float`, defaults to `1.0`):
+            Weight of the attention-probability MSE (0 switches it off and keeps the fast attention kernels).
+        logit_distill_weight (`float`, defaults to `1.0`):
+            Weight of the prediction term (0 switches it off).
+        regression_distill_target (`str`, filled by preset):
+            What a one-output (regression) head's prediction term matches: `"gold"` (the reference) or
+            `"teacher"`.
+        hard_label_weight (`float`, defaults to `0.0`):
+            Weight of the gold-label task loss (0: the reference adds none).
+
+        > Saving and checks
+
+        save_compressed (`bool`, defaults to `True`):
+            `save_model` writes the compressed sparse checkpoint (`False`: a vanilla dense one with zeros).
+        compressed_storage_dtype (`str`, defaults to `None`):
+            Store compressed values as `"float16"` or `"bfloat16"` (lossy rounding; restored on load).
+        check_sparsity_invariant (`bool`, defaults to `False`):
+            Before every optimizer step, assert that every pruned weight is exactly zero (cheap; on in the tests).
     """
 
     preset: str = _spd_field(

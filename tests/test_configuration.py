@@ -126,3 +126,19 @@ def test_hf_argument_parser_exposes_spd_flags(tmp_path):
     )
     assert config.target_sparsity == 0.85 and config.replacing_rate == 0.8
     assert config.pruning_targets == ["query", "value"] and config.attention_distill_weight == 0
+
+
+def test_every_recipe_field_is_documented_in_the_docstring_and_the_readme():
+    import os
+    import re
+
+    from optimum_spd import SparseDistillConfig
+
+    documented = set(re.findall(r"^        (\w+) \(`", SparseDistillConfig.__doc__, flags=re.MULTILINE))
+    fields = set(SparseDistillConfig.recipe_field_names())
+    assert documented == fields
+    readme = open(os.path.join(os.path.dirname(__file__), "..", "README.md"), encoding="utf-8").read()
+    table = readme[readme.index("## Configuration") :]
+    table = table[: table.index("\n\n", table.index("| field |"))]
+    in_table = set(re.findall(r"`(\w+)`", "".join(line.split("|")[1] for line in table.splitlines() if "|" in line)))
+    assert fields <= in_table, sorted(fields - in_table)
