@@ -83,6 +83,12 @@ def prunable_parameters(model: nn.Module, patterns: Sequence[str] | None = None)
         for module_name, module in layer.named_modules():
             if isinstance(module, nn.Linear):
                 candidates[f"{layer_list_name}.{index}.{module_name}.weight"] = module.weight
+    if not candidates:
+        raise UnsupportedArchitectureError(
+            f"SPD does not support model_type={_model_type(model)!r} ({type(model).__name__}): its Transformer blocks "
+            "hold no nn.Linear to prune (GPT-2 style models use Conv1D). Supported: "
+            f"{sorted(LAYER_LIST_PATHS)}."
+        )
     if patterns is None:
         return candidates
     compiled = []

@@ -49,6 +49,8 @@ from .utils import write_atomically
 logger = logging.getLogger(__name__)
 
 MASKS_NAME = "spd_masks.safetensors"
+# Model-class suffixes whose output SPD distils: one `logits` tensor per example (or per token).
+TRAINABLE_HEADS = ("ForSequenceClassification", "ForTokenClassification")
 
 
 class SparsityInvariantError(RuntimeError):
@@ -152,6 +154,12 @@ class SPDTrainer(SPDHubMixin, Trainer):
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"SPDTrainer needs a transformers PreTrainedModel as model, got {type(model).__name__}.")
         check_distributed_mode(args)
+        if not type(model).__name__.endswith(TRAINABLE_HEADS):
+            raise ValueError(
+                f"SPDTrainer does not train {type(model).__name__}: its distillation terms read one `logits` output "
+                f"per example or token, so the supported heads are {', '.join(TRAINABLE_HEADS)} (question answering "
+                "returns start/end logits and is not supported yet). Load the model with one of those heads."
+            )
         if any(param.is_meta for param in model.parameters()):
             raise ValueError(
                 "the model has weights on the meta device (loaded without materialising them, e.g. with "

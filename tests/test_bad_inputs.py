@@ -346,3 +346,28 @@ def test_second_hostile_pass_cases(spd_args, tmp_path, capsys):
     a_file.write_text("x")
     assert cli_main(["info", str(a_file)]) == 2
     assert "is a file; give the checkpoint directory" in capsys.readouterr().err
+
+
+def test_unsupported_heads_and_architectures_are_named(spd_args):
+    from helpers import tiny_config
+    from transformers import AutoModelForQuestionAnswering, GPT2Config, GPT2ForSequenceClassification
+
+    from optimum_spd import UnsupportedArchitectureError
+
+    question_answering = AutoModelForQuestionAnswering.from_config(tiny_config())
+    with pytest.raises(ValueError, match=r"does not train BertForQuestionAnswering: .*ForSequenceClassification"):
+        trainer_for(spd_args, model=question_answering)
+    gpt2 = GPT2ForSequenceClassification(
+        GPT2Config(
+            vocab_size=100,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=64,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=2,
+        )
+    )
+    with pytest.raises(UnsupportedArchitectureError, match=r"model_type='gpt2' .* hold no nn.Linear to prune"):
+        trainer_for(spd_args, model=gpt2)
