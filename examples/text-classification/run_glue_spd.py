@@ -192,7 +192,10 @@ def main():
         compute_metrics=compute_metrics,
     )
     # The dense teacher's score on the same data, for the results and the card (already known if fine-tuned here).
-    trainer.teacher_metrics = results["teacher"] = teacher_metrics or trainer.evaluate_teacher()
+    if teacher_metrics is None:
+        teacher_metrics = trainer.evaluate_teacher()
+    trainer.set_teacher_metrics(teacher_metrics)
+    results["teacher"] = teacher_metrics
     logger.info("dense teacher: %s", results["teacher"])
     train_result = trainer.train(resume_from_checkpoint=spd_args.resume_from_checkpoint)
     results["spd_train"] = train_result.metrics

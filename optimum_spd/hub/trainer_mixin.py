@@ -5,14 +5,26 @@ from __future__ import annotations
 import os
 import tempfile
 
-from transformers import Trainer
+from transformers import PreTrainedModel, Trainer
 
 from .card import license_of, render_model_card, write_run_info
 from .push import checked_repo_id, push_folder
 
 
 class SPDHubMixin:
-    """Mixed into SPDTrainer: evaluate the teacher, write the card, push the compressed student."""
+    """Mixed into SPDTrainer: evaluate the teacher, write the card, push the compressed student.
+
+    It needs these attributes of the trainer it is mixed into (``SPDTrainer.__init__`` sets each one), besides
+    Trainer's own (``args``, ``state``, datasets, collator, ``compute_metrics``, ``save_model``):
+    """
+
+    teacher_model: PreTrainedModel  # the frozen dense teacher
+    teacher_metrics: dict[str, float] | None  # the teacher's evaluation, shown on the card; None until measured
+    stage_seconds: dict[str, float]  # training wall time per SPD stage, shown on the card
+
+    def set_teacher_metrics(self, metrics: dict[str, float] | None) -> None:
+        """Record the dense teacher's evaluation (e.g. from its own fine-tune) for the card, instead of re-evaluating."""
+        self.teacher_metrics = dict(metrics) if metrics is not None else None
 
     def evaluate_teacher(self, eval_dataset=None) -> dict[str, float]:
         """Evaluate the dense teacher with this trainer's data, collator and metrics (for the card's comparison)."""
@@ -24,7 +36,7 @@ class SPDHubMixin:
             compute_metrics=self.compute_metrics,
             processing_class=self.processing_class,
         )
-        self.teacher_metrics = evaluator.evaluate()
+        self.set_teacher_metrics(evaluator.evaluate())
         return self.teacher_metrics
 
     def create_model_card(
@@ -94,6 +106,11 @@ class SPDHubMixin:
         (clear :class:`~optimum_spd.hub.HubPushError`) can simply be run again. ``kwargs`` go to
         :meth:`create_model_card` (``dataset``, ``dataset_args``, ``license``, ``finetuned_from``, ``tags``...).
         """
+        if not blocking:
+            raise ValueError(
+                "push_to_hub(blocking=False) is not supported: the push uploads one commit synchronously (so a failure "
+                "is reported to you). Call it with blocking=True, e.g. in a thread of your own."
+            )
         repo_id = checked_repo_id(self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir)))
         if not self.is_world_process_zero():
             return ""
