@@ -161,9 +161,10 @@ def _code_state() -> dict[str, object]:
         except OSError:
             return ""
 
+    # Tracked changes only: untracked files (result JSONs of this very study, test scratch files) are not code.
     return {
         "git_commit": git("rev-parse", "HEAD"),
-        "git_dirty": bool(git("status", "--porcelain", "--", "..", ":!runs")),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
     }
 
 
