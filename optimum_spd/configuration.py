@@ -18,6 +18,7 @@ import math
 import os
 from dataclasses import dataclass, field, fields
 
+import torch
 from transformers import TrainingArguments
 
 from .pruning.schedules import LR_SHAPES, REPLACING_SCHEDULES, SPARSITY_SCHEDULES
@@ -143,6 +144,13 @@ class SparseDistillConfig(TrainingArguments):
             Before every optimizer step, assert that every pruned weight is exactly zero (cheap; on in the tests).
     """
 
+    # TrainingArguments fields whose default does not suit SPD (as TRL's configs override theirs): Trainer's
+    # logging_steps=500 would show nothing of a short run's stages, sparsity or loss terms.
+    logging_steps: float = field(
+        default=10,
+        metadata={"help": "Log every X optimizer steps (SPD default 10: see the stages, sparsity and loss terms)."},
+    )
+
     preset: str = _spd_field(
         "paper",
         "Recipe preset filling every field left unset: 'paper' (p ramps to 1) or 'reference' (released code).",
@@ -214,6 +222,9 @@ class SparseDistillConfig(TrainingArguments):
     def __post_init__(self):
         self._apply_preset()
         self._validate_spd_fields()
+        # Pinned host memory only helps copies to an accelerator; without one torch warns on every DataLoader.
+        if self.use_cpu or not (torch.cuda.is_available() or torch.backends.mps.is_available()):
+            self.dataloader_pin_memory = False
         # Grafting leaves the non-sampled student layers without gradients on some steps: DDP must look for them.
         if self.ddp_find_unused_parameters is None:
             self.ddp_find_unused_parameters = True

@@ -142,3 +142,12 @@ def test_every_recipe_field_is_documented_in_the_docstring_and_the_readme():
     table = table[: table.index("\n\n", table.index("| field |"))]
     in_table = set(re.findall(r"`(\w+)`", "".join(line.split("|")[1] for line in table.splitlines() if "|" in line)))
     assert fields <= in_table, sorted(fields - in_table)
+
+
+def test_defaults_that_suit_spd(tmp_path):
+    from optimum_spd import SparseDistillConfig
+
+    args = SparseDistillConfig(output_dir=str(tmp_path), use_cpu=True)
+    assert args.logging_steps == 10  # Trainer's 500 would log nothing of a short run's stages
+    assert args.dataloader_pin_memory is False  # no accelerator: pinning only adds a warning per DataLoader
+    assert SparseDistillConfig(output_dir=str(tmp_path), logging_steps=3).logging_steps == 3
