@@ -5,58 +5,18 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from optimum_spd import UnsupportedArchitectureError, find_layer_list, prunable_parameters, sparsity_report
-
-SIX_LINEARS = {
-    "bert": (
-        "attention.self.query",
-        "attention.self.key",
-        "attention.self.value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ),
-    "roberta": (
-        "attention.self.query",
-        "attention.self.key",
-        "attention.self.value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ),
-    "electra": (
-        "attention.self.query",
-        "attention.self.key",
-        "attention.self.value",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ),
-    "deberta-v2": (
-        "attention.self.query_proj",
-        "attention.self.key_proj",
-        "attention.self.value_proj",
-        "attention.output.dense",
-        "intermediate.dense",
-        "output.dense",
-    ),
-    "distilbert": (
-        "attention.q_lin",
-        "attention.k_lin",
-        "attention.v_lin",
-        "attention.out_lin",
-        "ffn.lin1",
-        "ffn.lin2",
-    ),
-}
+from optimum_spd.constants import SUPPORTED_ARCHITECTURES
 
 
-@pytest.mark.parametrize("model_type", sorted(SIX_LINEARS))
-def test_default_targets_are_the_six_block_linears(model_type):
+@pytest.mark.parametrize("model_type", sorted(SUPPORTED_ARCHITECTURES))
+def test_default_targets_are_the_block_linears_of_the_architecture_table(model_type):
+    # Discovery (every nn.Linear inside the blocks) and the table in optimum_spd/constants.py must agree exactly.
+    spec = SUPPORTED_ARCHITECTURES[model_type]
     model = tiny_model(model_type)
     layer_list_name, layers = find_layer_list(model)
-    assert len(layers) == 2
+    assert len(layers) == 2 and layer_list_name.endswith(spec.layer_list)
     names = set(prunable_parameters(model))
-    expected = {f"{layer_list_name}.{i}.{linear}.weight" for i in range(2) for linear in SIX_LINEARS[model_type]}
+    expected = {f"{layer_list_name}.{i}.{linear}.weight" for i in range(2) for linear in spec.prunable_linears}
     assert names == expected
     assert not any(word in name for name in names for word in ("embeddings", "LayerNorm", "pooler", "classifier"))
 
