@@ -205,7 +205,7 @@ def test_invalid_repo_ids_are_refused_before_any_path_is_built(repo_id, tmp_path
 
 
 def test_cli_atol_must_be_a_finite_non_negative_number(capsys):
-    from optimum_spd.commands.main import main as cli_main
+    from optimum.commands.register.register_spd import main as cli_main
 
     for bad in ("nan", "-1", "inf", "x"):
         with pytest.raises(SystemExit):
@@ -215,7 +215,7 @@ def test_cli_atol_must_be_a_finite_non_negative_number(capsys):
 
 @pytest.mark.parametrize("command", [["info"], ["verify"], ["decompress", "OUT"], ["card"]])
 def test_cli_missing_local_path_says_no_such_directory(command, capsys, tmp_path):
-    from optimum_spd.commands.main import main as cli_main
+    from optimum.commands.register.register_spd import main as cli_main
 
     missing = str(tmp_path / "no" / "such")
     argv = [command[0], missing, *command[1:]]
@@ -340,7 +340,7 @@ def test_second_hostile_pass_cases(spd_args, tmp_path, capsys):
     text_only = Dataset.from_dict({"text": ["w1 w2"] * 16, "labels": [0] * 16})
     with pytest.raises(ValueError, match="no 'input_ids' column .* not tokenised"):
         trainer_for(spd_args, dataset=text_only).train()
-    from optimum_spd.commands.main import main as cli_main
+    from optimum.commands.register.register_spd import main as cli_main
 
     a_file = tmp_path / "weights.bin"
     a_file.write_text("x")

@@ -5,8 +5,8 @@ import sys
 import pytest
 from test_serialization import pruned_model
 
+from optimum.commands.register.register_spd import main
 from optimum_spd import compress
-from optimum_spd.commands.main import main
 
 
 @pytest.fixture
@@ -59,8 +59,23 @@ def test_optimum_cli_plugin_is_registered_and_light(checkpoints):
         check=True,
     )
     assert probe.stdout.split() == ["False", "False", "1"]  # optimum-cli start-up stays cheap for every plug-in
+    # Through this interpreter, not PATH: the suite must pass with a venv's python that is not activated.
     result = subprocess.run(
-        ["optimum-cli", "spd", "info", str(checkpoints / "sparse")], capture_output=True, text=True
+        [sys.executable, "-m", "optimum.commands.optimum_cli", "spd", "info", str(checkpoints / "sparse")],
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "prunable_sparsity=0.9004" in result.stdout
+
+
+def test_optimum_spd_help_imports_neither_torch_nor_transformers():
+    code = (
+        "import sys\n"
+        "from optimum.commands.register.register_spd import main\n"
+        "try:\n    main(['--help'])\nexcept SystemExit as exit:\n    assert exit.code == 0\n"
+        "print('torch' in sys.modules, 'transformers' in sys.modules, 'optimum_spd' in sys.modules)"
+    )
+    probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "info,compress,decompress,verify,card,push" in probe.stdout
+    assert probe.stdout.split()[-3:] == ["False", "False", "False"]

@@ -12,8 +12,8 @@ from huggingface_hub import ModelCard
 from test_serialization import logits, pruned_model
 from transformers import AutoModelForSequenceClassification
 
+from optimum.commands.register.register_spd import main as cli
 from optimum_spd import SPDTrainer, compress
-from optimum_spd.commands.main import main as cli
 from optimum_spd.hub import HubPushError
 
 

@@ -6,9 +6,9 @@ import stat
 import pytest
 from helpers import tiny_model
 
+from optimum.commands.register.register_spd import main as cli_main
 from optimum_spd import compress, decompress
 from optimum_spd.architectures import prunable_parameters
-from optimum_spd.commands.main import main as cli_main
 from optimum_spd.pruning import PruningMasks
 from optimum_spd.serialization.checkpoint import OutputDirectoryError, _exchange, atomic_directory
 

@@ -2,11 +2,13 @@
 
 optimum-cli imports every module of the namespace ``optimum.commands.register`` at each start, so this file imports
 only the standard library and optimum's command base classes at module level; the work (torch, transformers,
-optimum_spd) is imported inside ``run()``. The argument definitions below are also what the ``optimum-spd``
-console script parses, so both entry points take exactly the same flags.
+optimum_spd) is imported inside ``run()``. The ``optimum-spd`` console script is :func:`main` below, here rather than
+under ``optimum_spd`` (whose ``__init__`` imports torch and transformers to register the model classes), so that
+``optimum-spd --help`` starts as fast as ``optimum-cli spd --help``; both parse exactly the same flags.
 """
 
 import math
+import sys
 from argparse import ArgumentParser, ArgumentTypeError
 
 from optimum.commands.base import BaseOptimumCLICommand, CommandInfo
@@ -178,3 +180,26 @@ class SPDCommand(BaseOptimumCLICommand):
 
 
 REGISTER_COMMANDS = [SPDCommand]
+
+
+def build_parser() -> ArgumentParser:
+    """The ``optimum-spd`` console script's parser: the same subcommands and flags as ``optimum-cli spd``."""
+    parser = ArgumentParser(prog="optimum-spd", description="Inspect and convert optimum-spd sparse checkpoints.")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    for name, (help_text, add_arguments) in SUBCOMMAND_SPECS.items():
+        add_arguments(subparsers.add_parser(name, help=help_text, description=help_text))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``optimum-spd ...``: one line on stderr and exit code 2 for an error the user can fix, never a traceback."""
+    args = build_parser().parse_args(argv)
+    try:
+        return run_command(args.command, args)
+    except (ValueError, FileNotFoundError, OSError, RuntimeError) as error:
+        print(f"optimum-spd {args.command}: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
