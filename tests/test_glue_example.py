@@ -101,6 +101,13 @@ def test_example_script_end_to_end(tmp_path):
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
     assert (output / "README.md").is_file() and (output / "spd_training.png").is_file()
     assert "model-index" in (output / "README.md").read_text()
+    # Label names survive into the saved student, so pipeline() answers with them and not LABEL_0 / LABEL_1.
+    from transformers import pipeline
+
+    import optimum_spd  # noqa: F401  (registers the spd_* model types)
+
+    classifier = pipeline("text-classification", model=str(output), device="cpu")
+    assert classifier("w1 w2 w3")[0]["label"] in {"not_equivalent", "equivalent"}
 
 
 def test_example_script_with_a_given_teacher(tmp_path):

@@ -100,11 +100,15 @@ class DataTrainingArguments:
                 raise ValueError(f"--task_name {self.task_name} is not one of {sorted(GLUE_TASKS)}.")
 
 
-def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -> tuple[DatasetDict, bool, int]:
-    """The train/validation splits with ``sentence1`` (``sentence2``) and ``label``; plus regression flag, labels."""
+def load_raw_datasets(
+    data_args: DataTrainingArguments, cache_dir: str | None
+) -> tuple[DatasetDict, bool, int, dict[int, str] | None]:
+    """The train/validation splits with ``sentence1`` (``sentence2``) and ``label``; plus the regression flag, the
+    number of labels and what each class id means (``id2label``, as transformers' ``run_glue.py`` sets it)."""
     if data_args.task_name is not None:
         task = GLUE_TASKS[data_args.task_name]
-        return load_glue(data_args.task_name, data_args.data_dir, cache_dir), task.is_regression, task.num_labels
+        raw = load_glue(data_args.task_name, data_args.data_dir, cache_dir)
+        return raw, task.is_regression, task.num_labels, task.id2label
     files = {"train": data_args.train_file, "validation": data_args.validation_file}
     extension = data_args.train_file.rsplit(".", 1)[-1]
     raw = load_dataset("json" if extension in ("json", "jsonl") else "csv", data_files=files, cache_dir=cache_dir)
@@ -112,8 +116,10 @@ def load_raw_datasets(data_args: DataTrainingArguments, cache_dir: str | None) -
     is_regression = feature.dtype in ("float32", "float64")
     if not is_regression and not isinstance(feature, ClassLabel):
         raw = raw.class_encode_column("label")
-    num_labels = 1 if is_regression else raw["train"].features["label"].num_classes
-    return raw, is_regression, num_labels
+    if is_regression:
+        return raw, True, 1, None
+    names = raw["train"].features["label"].names  # the file's own label strings, in class-id order
+    return raw, False, len(names), dict(enumerate(names))
 
 
 def main():
@@ -132,7 +138,7 @@ def main():
             raise SystemExit(str(error)) from None
         model_args.base_model_id = model_args.base_model_id or DEFAULT_BASE_MODEL_ID
 
-    raw, is_regression, num_labels = load_raw_datasets(data_args, model_args.cache_dir)
+    raw, is_regression, num_labels, id2label = load_raw_datasets(data_args, model_args.cache_dir)
     if data_args.max_train_samples is not None:
         raw["train"] = (
             raw["train"]
@@ -158,8 +164,9 @@ def main():
     if spd_args.teacher_model_name_or_path:
         teacher = AutoModelForSequenceClassification.from_pretrained(spd_args.teacher_model_name_or_path)
     else:
+        label_names = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}} if id2label else {}
         teacher = AutoModelForSequenceClassification.from_pretrained(
-            model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir
+            model_args.model_name_or_path, num_labels=num_labels, cache_dir=model_args.cache_dir, **label_names
         )
         teacher_args = teacher_training_arguments(
             spd_args,

@@ -28,6 +28,13 @@ class GlueTask:
     label_names: tuple[str, ...] = ()  # string labels, mapped to their index
     column_names: tuple[str, ...] | None = None  # for files without a header row
     hub_text_columns: tuple[str, ...] | None = None  # column names in the Hub's nyu-mll/glue
+    class_names: tuple[str, ...] = ()  # what each class id means (the Hub's nyu-mll/glue names), for id2label
+
+    @property
+    def id2label(self) -> dict[int, str] | None:
+        """``config.id2label`` for a model of this task, so ``pipeline()`` answers with names, not ``LABEL_0``."""
+        names = self.class_names or self.label_names
+        return dict(enumerate(names)) if names else None
 
     @property
     def is_regression(self) -> bool:
@@ -35,13 +42,27 @@ class GlueTask:
 
 
 GLUE_TASKS: dict[str, GlueTask] = {
-    "cola": GlueTask("CoLA", ("sentence",), "label", 2, column_names=("source", "label", "orig_label", "sentence")),
-    "sst2": GlueTask("SST-2", ("sentence",), "label", 2),
-    "mrpc": GlueTask("MRPC", ("#1 String", "#2 String"), "Quality", 2, hub_text_columns=("sentence1", "sentence2")),
+    "cola": GlueTask(
+        "CoLA",
+        ("sentence",),
+        "label",
+        2,
+        column_names=("source", "label", "orig_label", "sentence"),
+        class_names=("unacceptable", "acceptable"),
+    ),
+    "sst2": GlueTask("SST-2", ("sentence",), "label", 2, class_names=("negative", "positive")),
+    "mrpc": GlueTask(
+        "MRPC",
+        ("#1 String", "#2 String"),
+        "Quality",
+        2,
+        hub_text_columns=("sentence1", "sentence2"),
+        class_names=("not_equivalent", "equivalent"),
+    ),
     "stsb": GlueTask("STS-B", ("sentence1", "sentence2"), "score", 1),
     "rte": GlueTask("RTE", ("sentence1", "sentence2"), "label", 2, label_names=("entailment", "not_entailment")),
     "qnli": GlueTask("QNLI", ("question", "sentence"), "label", 2, label_names=("entailment", "not_entailment")),
-    "wnli": GlueTask("WNLI", ("sentence1", "sentence2"), "label", 2),
+    "wnli": GlueTask("WNLI", ("sentence1", "sentence2"), "label", 2, class_names=("not_entailment", "entailment")),
 }
 
 
