@@ -99,6 +99,7 @@ def test_example_script_end_to_end(tmp_path):
     assert results["sparsity"]["prunable_sparsity"] == pytest.approx(0.75, abs=2e-3)
     assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
+    assert (output / "train_results.json").is_file() and (output / "eval_results.json").is_file()
     assert (output / "README.md").is_file() and (output / "spd_training.png").is_file()
     assert "model-index" in (output / "README.md").read_text()
     # Label names survive into the saved student, so pipeline() answers with them and not LABEL_0 / LABEL_1.
@@ -166,3 +167,24 @@ def test_example_script_with_a_given_teacher(tmp_path):
         predictions = teacher(**encoded).logits.argmax(-1)
     expected = float((predictions == torch.tensor(list(dev["label"]))).float().mean())
     assert results["teacher"]["eval_accuracy"] == pytest.approx(expected)
+
+
+def test_example_script_continues_from_the_last_checkpoint(tmp_path):
+    """As run_glue.py: a second run in the same output_dir resumes from its last checkpoint instead of restarting."""
+    write_tiny_mrpc(tmp_path / "glue")
+    tiny_tokenizer(str(tmp_path / "teacher")).save_pretrained(tmp_path / "teacher")
+    tiny_model(seed=5).save_pretrained(tmp_path / "teacher")
+    output = tmp_path / "run"
+    command = [sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "glue"),
+               "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--output_dir", str(output),
+               "--per_device_train_batch_size", "8", "--target_sparsity", "0.5", "--report_to", "none",
+               "--save_strategy", "steps", "--save_steps", "4", "--use_cpu", "--disable_tqdm", "true",
+               "--num_pruning_events", "2"]  # fmt: skip
+    first = subprocess.run([*command, "--max_steps", "4"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert (output / "checkpoint-4").is_dir()
+    second = subprocess.run([*command, "--max_steps", "8"], capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert f"resuming from {output / 'checkpoint-4'}" in second.stderr
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert state["global_step"] == 8

@@ -33,6 +33,7 @@ from transformers import (
     HfArgumentParser,
     set_seed,
 )
+from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.hub import license_of
@@ -154,15 +155,25 @@ def main():
         model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
     )
     tokenizer = AutoTokenizer.from_pretrained(tokenizer_source, cache_dir=model_args.cache_dir)
-    datasets = tokenize_glue(raw, tokenizer, data_args.max_seq_length)
+    with spd_args.main_process_first(desc="tokenisation"):  # rank 0 fills the datasets cache, the others read it
+        datasets = tokenize_glue(raw, tokenizer, data_args.max_seq_length)
     collator = DataCollatorWithPadding(tokenizer)
     # Custom files are scored like a GLUE task of the same kind: accuracy, or Pearson/Spearman for regression.
     compute_metrics = glue_compute_metrics(data_args.task_name or ("stsb" if is_regression else "sst2"), is_regression)
 
     results: dict[str, object] = {"task": data_args.task_name, "num_train_rows": datasets["train"].num_rows}
+    # As transformers' run_glue.py: a run whose output_dir already holds checkpoints continues from the last one
+    # (pass --resume_from_checkpoint to choose another); its teacher, fine-tuned and saved there, is reused.
+    last_checkpoint = get_last_checkpoint(spd_args.output_dir) if os.path.isdir(spd_args.output_dir) else None
+    resume_from = spd_args.resume_from_checkpoint or last_checkpoint
+    if resume_from is not None:
+        logger.info("resuming from %s", resume_from)
+    saved_teacher = os.path.join(spd_args.output_dir, "teacher")
     teacher_metrics = None
     if spd_args.teacher_model_name_or_path:
         teacher = AutoModelForSequenceClassification.from_pretrained(spd_args.teacher_model_name_or_path)
+    elif resume_from is not None and os.path.isfile(os.path.join(saved_teacher, "config.json")):
+        teacher = AutoModelForSequenceClassification.from_pretrained(saved_teacher)
     else:
         label_names = {"id2label": id2label, "label2id": {name: i for i, name in id2label.items()}} if id2label else {}
         teacher = AutoModelForSequenceClassification.from_pretrained(
@@ -204,10 +215,14 @@ def main():
     trainer.set_teacher_metrics(teacher_metrics)
     results["teacher"] = teacher_metrics
     logger.info("dense teacher: %s", results["teacher"])
-    train_result = trainer.train(resume_from_checkpoint=spd_args.resume_from_checkpoint)
+    train_result = trainer.train(resume_from_checkpoint=resume_from)
     results["spd_train"] = train_result.metrics
     results["spd_stage_seconds"] = trainer.stage_seconds
     results["student"] = trainer.evaluate()
+    # train_results.json, eval_results.json and trainer_state.json, as Trainer users expect them.
+    trainer.save_metrics("train", train_result.metrics, combined=False)
+    trainer.save_metrics("eval", results["student"], combined=False)
+    trainer.save_state()
     report = sparsity_report(student, targets=trainer.masks.parameters)
     results["sparsity"] = {key: value for key, value in report.to_dict().items() if key != "tensors"}
     trainer.save_model()
@@ -221,6 +236,14 @@ def main():
     )
     if trainer.is_world_process_zero():
         write_json_atomically(results, os.path.join(spd_args.output_dir, "all_results.json"), default=str)
+    if spd_args.push_to_hub:  # the compressed student, tokenizer, recipe and card in one commit (--hub_model_id)
+        trainer.push_to_hub(
+            dataset="glue" if data_args.task_name else None,
+            dataset_tags="nyu-mll/glue",
+            dataset_args=data_args.task_name,
+            finetuned_from=model_args.base_model_id,
+            license=license_of(model_args.model_name_or_path),
+        )
     logger.info("results: %s", json.dumps(results, indent=2, default=str))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave together, then tear the process group down while the interpreter is fully alive: torch reports
