@@ -73,9 +73,10 @@ def test_the_package_has_no_import_cycle():
 
 
 def test_import_optimum_spd_imports_no_task_or_example_code():
+    # Our task/example stack only: transformers' Trainer itself may import scipy or sklearn when they are installed.
     code = (
         "import sys, optimum_spd; "
-        "print(sorted(m for m in sys.modules if m.startswith('optimum_spd.tasks') or m in ('sklearn', 'evaluate')))"
+        "print(sorted(m for m in sys.modules if m.startswith(('optimum_spd.tasks', 'evaluate'))))"
     )
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-2000:]

@@ -189,7 +189,10 @@ def verify(path: str, reference: str | None = None, atol: float = 1e-5, **hub_kw
             difference = float((reference_logits - logits).abs().max())
             print(f"max |logits - reference logits| = {difference:.3e} (tolerance {atol:g})")
             if difference > atol:
-                failures.append(f"logits differ from {reference} by {difference:.3e}")
+                failures.append(
+                    f"logits differ from {reference} by {difference:.3e}: --reference must hold the same weights (e.g. "
+                    "`optimum-spd decompress` of this checkpoint), not the dense teacher it was pruned from"
+                )
         sparse_logits = _first_output(model.to_sparse_inference(min_sparsity=0.0)(**inputs))
         difference = float((sparse_logits - logits).abs().max())
         print(f"max |CSR inference logits - dense logits| = {difference:.3e} (tolerance {atol:g})")
