@@ -393,9 +393,14 @@ def headline_key(task: str) -> str:
 
 
 def best_evaluation(result: dict) -> float | None:
-    """The best headline score over the run's periodic evaluations (best-of-run: shown labelled, never the headline)."""
-    key = headline_key(result["task"])
-    scores = [entry[key] for entry in result["log_history"] if key in entry]
+    """The best headline score among the run's periodic evaluations taken at the target sparsity (best-of-run: shown
+    labelled, never the headline). Evaluations before the masks reached the target measure a denser model."""
+    key, target = headline_key(result["task"]), result["sparsity"]
+    sparsity, scores = 0.0, []
+    for entry in result["log_history"]:
+        sparsity = entry.get("prunable_sparsity", sparsity)
+        if key in entry and sparsity >= target - 1e-6:
+            scores.append(entry[key])
     return max(scores) if scores else None
 
 

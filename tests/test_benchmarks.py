@@ -74,7 +74,7 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
 
 def fake_result(method: str, accuracy: float, seed: int = 42, best: float | None = None) -> dict:
     history = [
-        {"step": 10, "loss_hard_label": 0.6},
+        {"step": 10, "loss_hard_label": 0.6, "prunable_sparsity": 0.8},
         {"step": 10, "eval_loss": 0.6, "eval_accuracy": best or accuracy},
         {"step": 20, "loss_hard_label": 0.4},
         {"step": 20, "eval_loss": 0.7, "eval_accuracy": accuracy},
@@ -151,3 +151,15 @@ def test_tuned_learning_rate_is_the_best_grid_run_of_the_tuning_seed(glue_benchm
     assert glue_benchmark.tuned_learning_rate(grid, "mrpc", 0.8, "gmp_kd", seed=0) == 3e-4
     with pytest.raises(SystemExit, match="grid"):
         glue_benchmark.tuned_learning_rate(grid, "mrpc", 0.8, "spd_paper", seed=0)
+
+
+def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchmark):
+    result = fake_result("gmp_kd", 0.70)
+    result["log_history"] = [
+        {"step": 5, "loss_hard_label": 0.5, "prunable_sparsity": 0.3},
+        {"step": 5, "eval_accuracy": 0.95},  # a denser model: not a score of the pruned one
+        {"step": 10, "loss_hard_label": 0.5, "prunable_sparsity": 0.8},
+        {"step": 10, "eval_accuracy": 0.72},
+        {"step": 20, "eval_accuracy": 0.70},
+    ]
+    assert glue_benchmark.best_evaluation(result) == 0.72
