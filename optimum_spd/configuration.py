@@ -75,7 +75,7 @@ class SparseDistillConfig(TrainingArguments):
         > Recipe
 
         preset (`str`, defaults to `"paper"`):
-            Fills every field left unset: `"paper"` (grafting probability p ramps to 1 in stage II) or `"reference"`
+            Fills every field left unset: `"paper"` (grafting rate p ramps to 1 in stage II) or `"reference"`
             (what the released code's README command does: p constant at 0.8).
 
         > Pruning
@@ -106,7 +106,7 @@ class SparseDistillConfig(TrainingArguments):
         > Grafting
 
         replacing_rate (`float`, filled by preset):
-            The grafting probability p: the probability that a student layer replaces the teacher layer at its
+            The grafting rate p: the probability that a student layer replaces the teacher layer at its
             position in a step, at the start of training (the reference's name for it).
         replacing_schedule (`str`, filled by preset):
             `"linear"` (p ramps to 1 across stage II) or `"constant"`.
