@@ -179,3 +179,8 @@ def test_a_hub_that_never_answers_times_out_with_a_clear_error(tmp_path, monkeyp
             connection.close()
         listener.close()
         _http.set_client_factory(_http.default_client_factory)
+
+
+def test_the_card_template_links_to_no_other_projects_repository():
+    template = os.path.join(os.path.dirname(__file__), "..", "model_cards", "spd_model_card.md.j2")
+    assert "github.com" not in open(template, encoding="utf-8").read()
