@@ -44,7 +44,7 @@ from .preflight import (
 )
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
-from .utils import write_atomically
+from .utils import looks_like_a_local_path, write_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +222,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
             return teacher
         if isinstance(teacher, (str, os.PathLike)):
             path = str(teacher)
-            if not os.path.isdir(path) and (path.startswith((".", "/", "~")) or path.count("/") > 1):
+            if not os.path.isdir(path) and looks_like_a_local_path(path):
                 raise FileNotFoundError(
                     f"teacher_model_name_or_path={path!r}: no such directory. Give the folder of the dense fine-tuned "
                     "teacher (or a Hub repo id 'user/name'), or None to use a frozen copy of the model."

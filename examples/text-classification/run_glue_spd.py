@@ -227,23 +227,18 @@ def main():
     results["sparsity"] = {key: value for key, value in report.to_dict().items() if key != "tensors"}
     trainer.save_model()
     # The model card (README.md + spd_training.png) is generated from the saved folder and these run facts.
-    trainer.create_model_card(
+    card_facts = dict(
         dataset="glue" if data_args.task_name else None,
         dataset_tags="nyu-mll/glue",
         dataset_args=data_args.task_name,
         finetuned_from=model_args.base_model_id,
         license=license_of(model_args.model_name_or_path),
     )
+    trainer.create_model_card(**card_facts)
     if trainer.is_world_process_zero():
         write_json_atomically(results, os.path.join(spd_args.output_dir, "all_results.json"), default=str)
     if spd_args.push_to_hub:  # the compressed student, tokenizer, recipe and card in one commit (--hub_model_id)
-        trainer.push_to_hub(
-            dataset="glue" if data_args.task_name else None,
-            dataset_tags="nyu-mll/glue",
-            dataset_args=data_args.task_name,
-            finetuned_from=model_args.base_model_id,
-            license=license_of(model_args.model_name_or_path),
-        )
+        trainer.push_to_hub(**card_facts)
     logger.info("results: %s", json.dumps(results, indent=2, default=str))
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         # Leave together, then tear the process group down while the interpreter is fully alive: torch reports

@@ -13,15 +13,11 @@ from ..modeling.conversion import compress, decompress, load_dense_model
 from ..modeling.registry import MODEL_CLASSES
 from ..report import sparsity_by_layer, sparsity_report
 from ..serialization.format import dense_nbytes, validate_sparsity_config
+from ..utils import looks_like_a_local_path
 
 
 def _megabytes(size: float) -> str:
     return f"{size / 1e6:,.1f} MB" if size >= 1e5 else f"{size / 1e3:,.1f} kB"
-
-
-def _looks_like_a_local_path(path: str) -> bool:
-    """A Hub repo id is ``name`` or ``namespace/name``; anything else (``./x``, ``/x``, ``a/b/c``, ``~``) is local."""
-    return path.startswith((".", "/", "~")) or path.count("/") > 1 or os.sep != "/" and os.sep in path
 
 
 def check_source_exists(path: str, local_only: bool = False) -> None:
@@ -31,7 +27,7 @@ def check_source_exists(path: str, local_only: bool = False) -> None:
             raise FileNotFoundError(f"{path} has no config.json: it is not a model checkpoint directory.")
     elif os.path.isfile(path):
         raise NotADirectoryError(f"{path} is a file; give the checkpoint directory that holds config.json.")
-    elif local_only or _looks_like_a_local_path(path) or os.path.exists(path):
+    elif local_only or looks_like_a_local_path(path) or os.path.exists(path):
         raise FileNotFoundError(
             f"no such checkpoint directory: {path}. Check the path (a Hub repo id is 'user/name')."
         )
