@@ -3,6 +3,7 @@
 from .architectures import UnsupportedArchitectureError, find_layer_list, prunable_parameters
 from .configuration import PRESETS, SparseDistillConfig
 from .inference import CSRLinear, to_sparse_inference
+from .lora import AdapterError, load_lora_model, merge_dense, merge_sparse
 from .modeling import compress, decompress, register
 from .report import SparsityReport, sparsity_report
 from .trainer import SparsityInvariantError, SPDCallback, SPDTrainer
@@ -13,6 +14,7 @@ __version__ = "0.1.0.dev0"
 register()
 
 __all__ = [
+    "AdapterError",
     "CSRLinear",
     "PRESETS",
     "SPDCallback",
@@ -24,6 +26,9 @@ __all__ = [
     "compress",
     "decompress",
     "find_layer_list",
+    "load_lora_model",
+    "merge_dense",
+    "merge_sparse",
     "prunable_parameters",
     "register",
     "sparsity_report",

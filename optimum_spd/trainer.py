@@ -32,6 +32,7 @@ from .configuration import SparseDistillConfig
 from .distillation import LossWeights, distillation_loss
 from .grafting import draw_grafting_decisions, grafted
 from .hub.trainer_mixin import SPDHubMixin
+from .lora import find_adapter_config, is_peft_model, load_lora_model, merge_dense
 from .modeling.compressed import save_compressed
 from .preflight import (
     check_distributed_mode,
@@ -135,10 +136,13 @@ class SPDTrainer(SPDHubMixin, Trainer):
     """Prune a fine-tuned model to ``args.target_sparsity`` by Sparse Progressive Distillation.
 
     Args:
-        model: the dense fine-tuned model; it becomes the sparse student (pruned and trained in place).
+        model: the dense fine-tuned model; it becomes the sparse student (pruned and trained in place). A
+            ``peft.PeftModel`` with a LoRA adapter is merged into its base first (``merge_and_unload``, in place).
         args: a :class:`SparseDistillConfig`.
-        teacher_model: the dense teacher: a ``PreTrainedModel``, a path or Hub id, or ``None`` for a frozen copy
-            of ``model`` taken before training (``args.teacher_model_name_or_path`` is used when set).
+        teacher_model: the dense teacher: a ``PreTrainedModel``, a LoRA ``PeftModel`` (merged into a dense copy),
+            a path or Hub id of a model or of a LoRA adapter (loaded on the base its ``adapter_config.json`` names,
+            then merged), or ``None`` for a frozen copy of ``model`` taken before training
+            (``args.teacher_model_name_or_path`` is used when set). The card records a merged adapter.
         **kwargs: every other ``Trainer`` argument (datasets, ``compute_metrics``, ``data_collator``, callbacks...).
     """
 
@@ -151,6 +155,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
     ):
         if not isinstance(args, SparseDistillConfig):
             raise TypeError(f"SPDTrainer needs args=SparseDistillConfig(...), got {type(args).__name__}.")
+        if is_peft_model(model):  # a model fine-tuned with LoRA: SPD prunes its merged dense weights
+            model = merge_dense(model)
         if not isinstance(model, PreTrainedModel):
             raise TypeError(f"SPDTrainer needs a transformers PreTrainedModel as model, got {type(model).__name__}.")
         check_distributed_mode(args)
@@ -195,6 +201,15 @@ class SPDTrainer(SPDHubMixin, Trainer):
         # The distillation loss is a mean over the batch: Trainer must scale it for gradient accumulation itself.
         self.model_accepts_loss_kwargs = False
         self.teacher_model = teacher.to(self.args.device).eval().requires_grad_(False)
+        # LoRA adapters merged above (rank, targets, base), for the model card.
+        self.merged_adapters = {
+            role: record
+            for role, record in (
+                ("model", getattr(model, "spd_merged_adapter", None)),
+                ("teacher", getattr(teacher, "spd_merged_adapter", None)),
+            )
+            if record is not None
+        }
         _, self.teacher_layers = find_layer_list(self.teacher_model)
         _install_output_capturing_hooks(self.model)
         _install_output_capturing_hooks(self.teacher_model)
@@ -216,6 +231,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
     def _load_teacher(model: PreTrainedModel, teacher: PreTrainedModel | str | None) -> PreTrainedModel:
         if teacher is None:
             return copy.deepcopy(model)
+        if is_peft_model(teacher):  # a LoRA-fine-tuned teacher: merged into a dense copy, the user's model untouched
+            return merge_dense(copy.deepcopy(teacher))
         if isinstance(teacher, PreTrainedModel):
             if teacher is model:
                 raise ValueError("teacher_model is the student itself; pass None to use a frozen copy of it instead.")
@@ -227,9 +244,11 @@ class SPDTrainer(SPDHubMixin, Trainer):
                     f"teacher_model_name_or_path={path!r}: no such directory. Give the folder of the dense fine-tuned "
                     "teacher (or a Hub repo id 'user/name'), or None to use a frozen copy of the model."
                 )
+            if find_adapter_config(path) is not None:  # base model + LoRA adapter: merged densely
+                return merge_dense(load_lora_model(path, type(model), num_labels=model.config.num_labels))
             return type(model).from_pretrained(path)
         raise TypeError(
-            f"teacher_model must be a PreTrainedModel, a path or Hub id, or None; got {type(teacher).__name__}."
+            f"teacher_model must be a PreTrainedModel, a peft LoRA model, a path or Hub id, or None; got {type(teacher).__name__}."
         )
 
     def init_hf_repo(self, token: str | None = None, private: bool | None = None) -> None:

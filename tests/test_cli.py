@@ -78,5 +78,5 @@ def test_optimum_spd_help_imports_neither_torch_nor_transformers():
         "print('torch' in sys.modules, 'transformers' in sys.modules, 'optimum_spd' in sys.modules)"
     )
     probe = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert "info,compress,decompress,verify,card,push" in probe.stdout
+    assert "info,compress,decompress,verify,export,card,push" in probe.stdout
     assert probe.stdout.split()[-3:] == ["False", "False", "False"]

@@ -204,6 +204,46 @@ def _first_output(outputs) -> torch.Tensor:
     return outputs.logits if hasattr(outputs, "logits") and outputs.logits is not None else outputs[0]
 
 
+def export(
+    source: str,
+    output_dir: str,
+    *,
+    int8: bool = False,
+    opset: int = 18,
+    atol: float = 1e-4,
+    task: str | None = None,
+    data_dir: str | None = None,
+    overwrite: bool = False,
+    **hub_kwargs,
+) -> int:
+    """``export``: ONNX Runtime graphs of a checkpoint, verified, with a one-table summary."""
+    from ..export import export_onnx
+
+    check_source_exists(source)
+    evaluation = {}
+    if task is not None:
+        from transformers import AutoTokenizer
+
+        from ..tasks import glue_compute_metrics, load_glue, tokenize_glue
+
+        tokenizer = AutoTokenizer.from_pretrained(source, **hub_kwargs)
+        evaluation = {
+            "eval_dataset": tokenize_glue(load_glue(task, data_dir)["validation"], tokenizer),
+            "compute_metrics": glue_compute_metrics(task),
+        }
+    report = export_onnx(
+        source, output_dir, int8=int8, opset=opset, atol=atol, overwrite=overwrite, **evaluation, **hub_kwargs
+    )
+    print(f"exported {source} -> {output_dir} (opset {opset}, prunable_sparsity {report['prunable_sparsity']:.4f})")
+    print(f"{'file':<18} {'MB':>8}  {'max |diff| vs PyTorch':>22}")
+    for variant, name in (("onnx_fp32", "model.onnx"), ("onnx_int8", "model_int8.onnx")):
+        if variant in report["max_abs_diff"]:
+            print(f"{name:<18} {report['files_mb'][name]:>8.1f}  {report['max_abs_diff'][variant]:>22.3e}")
+    for variant, metrics in report.get("metrics", {}).items():
+        print(f"{variant:<10} " + "  ".join(f"{key}={value:.4f}" for key, value in metrics.items()))
+    return 0
+
+
 def card(path: str, repo_id: str | None = None, license: str | None = None, tags: list[str] | None = None) -> int:
     from ..hub import render_model_card
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from ..lora import validate_adaptation
 from ..report import sparsity_by_layer
 from ..serialization.format import dense_nbytes, validate_sparsity_config
 from ..utils import write_json_atomically
@@ -134,6 +135,13 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         "student_metrics": student_metrics,
         "dataset": run.get("dataset") or {},
         "has_plot": os.path.isfile(os.path.join(folder, PLOT_NAME)),
+        # A LoRA adaptation merged under the sparse mask (lora.merge_sparse), and adapters merged before pruning.
+        "adaptation": validate_adaptation(config.get("spd_adaptation"), os.path.join(folder, "config.json")),
+        "merged_adapters": {
+            role: validate_adaptation(record, os.path.join(folder, RUN_INFO_NAME))
+            for role, record in (run.get("merged_adapters") or {}).items()
+            if role in ("model", "teacher")
+        },
         "run": run,
     }
 

@@ -21,6 +21,7 @@ class SPDHubMixin:
     teacher_model: PreTrainedModel  # the frozen dense teacher
     teacher_metrics: dict[str, float] | None  # the teacher's evaluation, shown on the card; None until measured
     stage_seconds: dict[str, float]  # training wall time per SPD stage, shown on the card
+    merged_adapters: dict[str, dict]  # LoRA adapters merged into the model / teacher before pruning (lora.py)
 
     def set_teacher_metrics(self, metrics: dict[str, float] | None) -> None:
         """Record the dense teacher's evaluation (e.g. from its own fine-tune) for the card, instead of re-evaluating."""
@@ -66,11 +67,15 @@ class SPDHubMixin:
             folder,
             {
                 "model_name": model_name,
-                "base_model": finetuned_from,
+                "base_model": finetuned_from
+                or next(
+                    (record["base_model"] for record in self.merged_adapters.values() if record["base_model"]), None
+                ),
                 "teacher_model": getattr(self.teacher_model, "name_or_path", None),
                 "teacher_metrics": self.teacher_metrics,
                 "student_metrics": evaluations[-1] if evaluations else None,
                 "stage_seconds": self.stage_seconds,
+                "merged_adapters": self.merged_adapters,
                 "license": license or license_of(getattr(self.teacher_model, "name_or_path", None)),
                 "dataset": {
                     "name": first(dataset),

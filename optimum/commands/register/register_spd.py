@@ -102,6 +102,29 @@ def add_push_arguments(parser: ArgumentParser) -> None:
     _add_card_arguments(parser)
 
 
+def _opset(text: str) -> int:
+    """``--opset``: an ONNX opset torch's exporter writes (18 is its own; others are converted from it)."""
+    if not text.isdigit() or not 17 <= int(text) <= 23:
+        raise ArgumentTypeError(f"{text!r}: give an ONNX opset between 17 and 23, such as 18.")
+    return int(text)
+
+
+def add_export_arguments(parser: ArgumentParser) -> None:
+    parser.add_argument("source", help="Compressed SPD checkpoint (directory or Hub repo id) or a dense directory.")
+    parser.add_argument("output_dir", help="Where to write model.onnx, the tokenizer, config.json and the report.")
+    parser.add_argument("--int8", action="store_true", help="Also write ONNX Runtime's dynamic int8 model_int8.onnx.")
+    parser.add_argument("--opset", type=_opset, default=18, help="ONNX opset (default 18).")
+    parser.add_argument(
+        "--atol", type=_tolerance, default=1e-4, help="Largest allowed |ONNX fp32 - PyTorch| output difference."
+    )
+    parser.add_argument(
+        "--task", default=None, help="A GLUE task (mrpc, sst2, stsb...): also report each variant's dev metric."
+    )
+    parser.add_argument("--data_dir", default=None, help="Local GLUE folder for --task (offline).")
+    _add_overwrite_argument(parser)
+    _add_hub_arguments(parser)
+
+
 def _hub_kwargs(args) -> dict:
     return {"revision": args.revision, "cache_dir": args.cache_dir, "local_files_only": args.local_files_only}
 
@@ -120,6 +143,18 @@ def run_command(name: str, args) -> int:
         return actions.run_decompress(args.source, args.output_dir, args.overwrite, **_hub_kwargs(args))
     if name == "verify":
         return actions.verify(args.path, args.reference, args.atol, **_hub_kwargs(args))
+    if name == "export":
+        return actions.export(
+            args.source,
+            args.output_dir,
+            int8=args.int8,
+            opset=args.opset,
+            atol=args.atol,
+            task=args.task,
+            data_dir=args.data_dir,
+            overwrite=args.overwrite,
+            **_hub_kwargs(args),
+        )
     if name == "card":
         return actions.card(args.path, repo_id=args.repo_id, license=args.license, tags=args.tags)
     if name == "push":
@@ -144,6 +179,10 @@ SUBCOMMAND_SPECS = {
         add_decompress_arguments,
     ),
     "verify": ("Reload a compressed checkpoint and compare its logits.", add_verify_arguments),
+    "export": (
+        "Export a checkpoint to ONNX Runtime (fp32, optionally dynamic int8), verified against PyTorch.",
+        add_export_arguments,
+    ),
     "card": (
         "Render README.md (model card) and the training plot from a checkpoint folder's files.",
         add_card_arguments,
