@@ -150,6 +150,11 @@ class SparseDistillConfig(TrainingArguments):
         default=10,
         metadata={"help": "Log every X optimizer steps (SPD default 10: see the stages, sparsity and loss terms)."},
     )
+    # SPD builds its own restartable schedule in one of three shapes: --help offers only those.
+    lr_scheduler_type: str = field(
+        default="linear",
+        metadata={"help": "Shape of each learning-rate phase (restarted at stage II).", "choices": list(LR_SHAPES)},
+    )
 
     preset: str = _spd_field(
         "paper",

@@ -94,6 +94,8 @@ def to_sparse_inference(
             weight = module.weight
             if float((weight == 0).float().mean()) >= min_sparsity:
                 parent_name, _, child = name.rpartition(".")
-                setattr(model.get_submodule(parent_name) if parent_name else model, child, CSRLinear(module, index_dtype))
+                setattr(
+                    model.get_submodule(parent_name) if parent_name else model, child, CSRLinear(module, index_dtype)
+                )
                 replaced.append(name)
     return replaced

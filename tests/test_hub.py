@@ -184,3 +184,37 @@ def test_a_hub_that_never_answers_times_out_with_a_clear_error(tmp_path, monkeyp
 def test_the_card_template_links_to_no_other_projects_repository():
     template = os.path.join(os.path.dirname(__file__), "..", "model_cards", "spd_model_card.md.j2")
     assert "github.com" not in open(template, encoding="utf-8").read()
+
+
+def test_plot_scales_the_learning_rate_by_the_configured_peak_and_labels_only_what_it_draws(tmp_path, recwarn):
+    import matplotlib.pyplot as plt
+
+    from optimum_spd.hub.plot import plot_training_curves
+
+    history = [  # a short run: logged rates below the peak (decay began), no distillation terms, no evaluation
+        {
+            "step": step,
+            "loss": 1.0,
+            "loss_hard_label": 1.0,
+            "prunable_sparsity": 0.1 * step,
+            "replacing_rate": 1.0,
+            "learning_rate": 1e-4 * (1 - step / 10),
+            "spd_stage": 1,
+        }
+        for step in (1, 2, 3)
+    ]
+    drawn = {}
+    original = plt.Axes.plot
+
+    def record(axis, *args, **kwargs):
+        drawn[kwargs.get("label")] = args[1]
+        return original(axis, *args, **kwargs)
+
+    plt.Axes.plot = record
+    try:
+        plot_training_curves(history, str(tmp_path / "plot.png"), peak_learning_rate=1e-4)
+    finally:
+        plt.Axes.plot = original
+    assert max(drawn["learning rate / 1.0e-04"]) == pytest.approx(0.9)  # not rescaled to 1 by its own max
+    assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
+    assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")

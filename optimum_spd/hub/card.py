@@ -209,7 +209,11 @@ def render_model_card(
 
     state = _read_json(folder, "trainer_state.json")
     if state and state.get("log_history"):
-        plot_training_curves(state["log_history"], os.path.join(folder, PLOT_NAME))
+        arguments = _read_json(folder, "training_args.json") or {}
+        peak = arguments.get("learning_rate")
+        plot_training_curves(
+            state["log_history"], os.path.join(folder, PLOT_NAME), peak if isinstance(peak, (int, float)) else None
+        )
     context = collect_card_context(folder)
     if repo_id:
         context["model_id"] = repo_id

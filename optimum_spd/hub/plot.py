@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 
-def plot_training_curves(log_history: list[dict], path: str) -> None:
-    """Write a PNG with three panels: sparsity / grafting rate / learning rate, task loss, distillation terms."""
+def plot_training_curves(log_history: list[dict], path: str, peak_learning_rate: float | None = None) -> None:
+    """Write a PNG with three panels: sparsity / grafting rate / learning rate, task loss, distillation terms.
+
+    The learning rate is drawn as a fraction of ``peak_learning_rate`` (the configured one) when given, so a run
+    whose logged rates never reach the peak (warm-up, a logging step after the first decay) is not rescaled.
+    """
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display on servers and CI
@@ -17,7 +21,7 @@ def plot_training_curves(log_history: list[dict], path: str) -> None:
 
     schedule.plot(steps, [e["prunable_sparsity"] for e in train], label="prunable sparsity")
     schedule.plot(steps, [e["replacing_rate"] for e in train], label="grafting rate p")
-    peak = max((e.get("learning_rate", 0.0) for e in train), default=0.0) or 1.0
+    peak = peak_learning_rate or max((e.get("learning_rate", 0.0) for e in train), default=0.0) or 1.0
     schedule.plot(
         steps, [e.get("learning_rate", 0.0) / peak for e in train], label=f"learning rate / {peak:.1e}", linestyle="--"
     )
@@ -41,6 +45,7 @@ def plot_training_curves(log_history: list[dict], path: str) -> None:
     for axis in (schedule, task, distillation):
         for boundary in boundaries:
             axis.axvline(boundary, color="grey", linewidth=0.8, linestyle=":")
-        axis.legend(fontsize=8)
+        if axis.get_legend_handles_labels()[0]:  # a short run may have nothing to label in a panel
+            axis.legend(fontsize=8)
     figure.savefig(path, dpi=90)
     plt.close(figure)
