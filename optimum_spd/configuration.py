@@ -133,6 +133,9 @@ class SparseDistillConfig(TrainingArguments):
             `"teacher"`.
         hard_label_weight (`float`, defaults to `0.0`):
             Weight of the gold-label task loss (0: the reference adds none).
+        transfer_ratio (`float`, defaults to `1.0`):
+            With `SPDTrainer(transfer_dataset=...)`: unlabelled rows added per labelled row of each training batch;
+            on them only the teacher terms apply (beyond the paper; 0 ignores the transfer set).
 
         > Saving and checks
 
@@ -205,6 +208,11 @@ class SparseDistillConfig(TrainingArguments):
         0.0,
         "Weight of the gold-label task loss (0 = the reference, which adds none: its regression logit term already "
         "is the gold MSE, see regression_distill_target).",
+    )
+    transfer_ratio: float = _spd_field(
+        1.0,
+        "With SPDTrainer(transfer_dataset=...): unlabelled rows added per labelled row of every training batch, "
+        "distilled with the teacher terms only (hidden, attention, logit vs the teacher). Beyond the paper.",
     )
     train_embeddings_and_head: bool = _spd_field(
         False,
@@ -285,7 +293,13 @@ class SparseDistillConfig(TrainingArguments):
                 fail(name, "it must be an integer >= 1.")
         for name in ("pruning_start", "pruning_end", "stage_1_end", "stage_2_end", "replacing_rate"):
             check_number(name, 0.0, 1.0)
-        for name in ("hidden_distill_weight", "attention_distill_weight", "logit_distill_weight", "hard_label_weight"):
+        for name in (
+            "hidden_distill_weight",
+            "attention_distill_weight",
+            "logit_distill_weight",
+            "hard_label_weight",
+            "transfer_ratio",
+        ):
             check_number(name, 0.0, math.inf)
         if not (
             isinstance(self.temperature, (int, float)) and math.isfinite(self.temperature) and self.temperature > 0

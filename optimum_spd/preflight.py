@@ -120,6 +120,39 @@ def check_train_dataset(
             )
 
 
+def check_transfer_dataset(dataset, args):
+    """An unlabelled, tokenised, non-empty transfer set, and a recipe with a teacher term to distil it with."""
+    if dataset is None:
+        return None
+    columns = getattr(dataset, "column_names", None)
+    if columns is None or not hasattr(dataset, "__len__"):
+        raise TypeError(
+            f"transfer_dataset must be a datasets.Dataset of tokenised rows, got {type(dataset).__name__}."
+        )
+    if len(dataset) == 0:
+        raise ValueError("transfer_dataset is empty; pass None to train without transfer data.")
+    if "input_ids" not in columns:
+        raise ValueError(f"transfer_dataset has no 'input_ids' column (columns: {columns}): tokenise it first.")
+    labelled = [name for name in ("labels", "label") if name in columns]
+    if labelled:
+        raise ValueError(
+            f"transfer_dataset has a {labelled[0]!r} column: transfer rows are unlabelled and only distilled from the "
+            f"teacher. Put labelled rows in train_dataset, or drop it: transfer_dataset.remove_columns({labelled})."
+        )
+    if args.world_size > 1:
+        raise NotImplementedError(
+            "transfer_dataset runs a second forward per step through the model, which DDP's reducer does not allow "
+            "before backward; train with transfer data on one process (or put the rows in train_dataset)."
+        )
+    if not args.needs_teacher_outputs:
+        raise ValueError(
+            "transfer_dataset is distilled with the teacher terms only, but hidden_distill_weight, "
+            "attention_distill_weight and logit_distill_weight are all 0 (a gold-label-only recipe such as GMP): "
+            "turn a teacher term on, or pass transfer_dataset=None."
+        )
+    return dataset
+
+
 def check_token_ids(dataset, vocab_size: int | None, name: str) -> None:
     """Refuse token ids outside the embedding table before training (else an IndexError deep inside torch)."""
     if dataset is None or vocab_size is None or "input_ids" not in (getattr(dataset, "column_names", None) or []):

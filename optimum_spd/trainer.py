@@ -16,6 +16,7 @@ functions in :mod:`optimum_spd.pruning.schedules`.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import os
 import time
@@ -42,6 +43,7 @@ from .preflight import (
     check_teacher_matches_student,
     check_token_ids,
     check_train_dataset,
+    check_transfer_dataset,
 )
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
@@ -143,6 +145,10 @@ class SPDTrainer(SPDHubMixin, Trainer):
             a path or Hub id of a model or of a LoRA adapter (loaded on the base its ``adapter_config.json`` names,
             then merged), or ``None`` for a frozen copy of ``model`` taken before training
             (``args.teacher_model_name_or_path`` is used when set). The card records a merged adapter.
+        transfer_dataset: optional unlabelled, tokenised rows (``input_ids``...; e.g. from
+            :func:`optimum_spd.augmentation.augment_dataset`). Each training step adds ``args.transfer_ratio`` of
+            them per labelled row, as a second batch through the same grafted student, distilled with the teacher
+            terms only. Epochs, steps and the stage schedule stay defined on ``train_dataset``.
         **kwargs: every other ``Trainer`` argument (datasets, ``compute_metrics``, ``data_collator``, callbacks...).
     """
 
@@ -151,6 +157,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         model: PreTrainedModel,
         args: SparseDistillConfig,
         teacher_model: PreTrainedModel | str | None = None,
+        transfer_dataset=None,
         **kwargs,
     ):
         if not isinstance(args, SparseDistillConfig):
@@ -195,6 +202,9 @@ class SPDTrainer(SPDHubMixin, Trainer):
                 "none of the pruned weights is trainable (requires_grad=False everywhere): unfreeze them."
             )
 
+        self.transfer_dataset = check_transfer_dataset(transfer_dataset, args)
+        self._transfer_permutations: dict[int, torch.Tensor] = {}
+        self._transfer_draw = (-1, 0)  # (optimizer step, micro-batch index within it) of the last transfer draw
         if args.should_save:
             check_output_dir(args.output_dir, model, args.save_strategy != "no")
         super().__init__(model=model, args=args, **kwargs)
@@ -370,6 +380,11 @@ class SPDTrainer(SPDHubMixin, Trainer):
             labels,
             self.args.regression_distill_target,
         )
+        if self.transfer_dataset is not None and self.args.transfer_ratio and any(decisions):
+            transfer_rows = max(1, round(self.args.transfer_ratio * len(features["input_ids"])))
+            terms["transfer"] = self._transfer_loss(model, decisions, output_flags, step, transfer_rows)
+            loss = loss + terms["transfer"]
+            terms["transfer"] = terms["transfer"].detach()
         if not torch.isfinite(loss):
             values = {name: float(value) for name, value in terms.items()}
             raise FloatingPointError(
@@ -385,6 +400,47 @@ class SPDTrainer(SPDHubMixin, Trainer):
             self._loss_term_sums[name] = self._loss_term_sums.get(name, 0) + value.double()
         self._loss_term_count += 1
         return (loss, student_outputs) if return_outputs else loss
+
+    def _transfer_loss(self, model, decisions: list[bool], output_flags: dict, step: int, rows: int) -> torch.Tensor:
+        """The teacher terms on ``rows`` transfer rows, through the student grafted as in this step's batch."""
+        batch = self._prepare_inputs(
+            self.data_collator([self.transfer_dataset[i] for i in self._transfer_rows(step, rows)])
+        )
+        with torch.no_grad():
+            teacher_outputs = self.teacher_model(**batch, **output_flags)
+        with grafted(self.student_layers, self.teacher_layers, decisions):
+            student_outputs = model(**batch, **output_flags)
+        # No gold labels here: the hard-label term is off and a regression head is matched to the teacher.
+        weights = dataclasses.replace(self.loss_weights, hard_label=0.0)
+        loss, _ = distillation_loss(
+            student_outputs,
+            teacher_outputs,
+            weights,
+            self.args.temperature,
+            batch.get("attention_mask"),
+            None,
+            "teacher",
+        )
+        return loss
+
+    def _transfer_rows(self, step: int, rows: int) -> list[int]:
+        """Which transfer rows this micro-batch uses: a function of seed, step, micro-batch and process only.
+
+        The transfer set is walked in a seeded permutation per pass (every row is used once per pass), so a run
+        resumed from a checkpoint draws exactly the rows the uninterrupted run would have.
+        """
+        micro = self._transfer_draw[1] + 1 if self._transfer_draw[0] == step else 0
+        self._transfer_draw = (step, micro)
+        draw = (step * self.args.gradient_accumulation_steps + micro) * self.args.world_size + self.args.process_index
+        size = len(self.transfer_dataset)
+        indices = []
+        for position in range(draw * rows, (draw + 1) * rows):
+            epoch = position // size
+            if epoch not in self._transfer_permutations:
+                generator = torch.Generator().manual_seed(self.args.seed * 1_000_003 + epoch)
+                self._transfer_permutations = {epoch: torch.randperm(size, generator=generator)}
+            indices.append(int(self._transfer_permutations[epoch][position % size]))
+        return indices
 
     def _field_needing_gold_labels(self, num_labels: int) -> str | None:
         """The config field whose loss term reads gold labels, if any (it must not silently train on nothing)."""
@@ -512,6 +568,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         )
         vocab_size = getattr(self.model.config, "vocab_size", None)
         check_token_ids(self.train_dataset, vocab_size, "train_dataset")
+        check_token_ids(self.transfer_dataset, vocab_size, "transfer_dataset")
         check_token_ids(
             self.eval_dataset if not isinstance(self.eval_dataset, dict) else None, vocab_size, "eval_dataset"
         )

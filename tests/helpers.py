@@ -48,7 +48,7 @@ def tiny_tokenizer(directory: str) -> BertTokenizerFast:
     path = os.path.join(directory, "vocab.txt")
     with open(path, "w") as handle:
         handle.write("\n".join(vocab) + "\n")
-    return BertTokenizerFast(vocab_file=path, do_lower_case=True)
+    return BertTokenizerFast(vocab=path, do_lower_case=True)  # transformers 5 names it `vocab` (vocab_file is ignored)
 
 
 def tiny_dataset(rows: int = 64, seed: int = 0, num_labels: int = 2, max_length: int = 12) -> Dataset:

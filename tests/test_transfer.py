@@ -1,0 +1,116 @@
+"""Unlabelled transfer data (teacher terms only) and the model-free augmenter that makes it."""
+
+import pytest
+import torch
+from helpers import tiny_dataset, tiny_model, tiny_tokenizer
+
+import optimum_spd.trainer as trainer_module
+from optimum_spd import SPDTrainer
+from optimum_spd.augmentation import AugmentationRates, augment_dataset
+
+
+def transfer_rows(rows=40, seed=5):
+    return tiny_dataset(rows, seed=seed).remove_columns(["labels"])
+
+
+def make(spd_args, transfer=None, **overrides):
+    return SPDTrainer(
+        model=tiny_model(),
+        args=spd_args(**overrides),
+        train_dataset=tiny_dataset(),
+        transfer_dataset=transfer,
+    )
+
+
+def test_transfer_rows_get_the_teacher_terms_and_never_the_gold_label_term(spd_args, monkeypatch):
+    calls = []
+    original = trainer_module.distillation_loss
+
+    def spy(student, teacher, weights, temperature, mask, labels, regression_target="gold"):
+        calls.append({"rows": student.logits.shape[0], "labels": labels, "weights": weights})
+        return original(student, teacher, weights, temperature, mask, labels, regression_target)
+
+    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    trainer = make(spd_args, transfer_rows(), hard_label_weight=1.0, transfer_ratio=0.5, max_steps=4)
+    trainer.train()
+    labelled = [call for call in calls if call["labels"] is not None]
+    transfer = [call for call in calls if call["labels"] is None]
+    assert labelled
+    assert transfer and all(call["rows"] == 4 for call in transfer)  # 0.5 x batch of 8
+    assert all(call["weights"].hard_label == 0 for call in transfer)
+    assert all(call["weights"].hard_label == 1.0 for call in labelled)
+    assert any("loss_transfer" in entry for entry in trainer.state.log_history)
+
+
+def test_transfer_data_changes_what_the_student_learns(spd_args):
+    without = make(spd_args, max_steps=6)
+    without.train()
+    with_transfer = make(spd_args, transfer_rows(), max_steps=6)
+    with_transfer.train()
+    first = dict(without.model.named_parameters())
+    assert any(not torch.equal(param, first[name]) for name, param in with_transfer.model.named_parameters())
+
+
+def test_resume_with_a_transfer_set_is_exact(spd_args, tmp_path):
+    def run(output, **overrides):
+        return make(spd_args, transfer_rows(12), max_steps=10, output_dir=str(tmp_path / output), **overrides)
+
+    uninterrupted = run("a")
+    uninterrupted.train()
+    run("b", save_strategy="steps", save_steps=4).train()
+    resumed = run("b", save_strategy="no")
+    resumed.train(resume_from_checkpoint=str(tmp_path / "b" / "checkpoint-4"))
+    final = dict(uninterrupted.model.named_parameters())
+    for name, param in resumed.model.named_parameters():
+        assert torch.equal(param, final[name]), name
+
+
+def test_bad_transfer_sets_are_refused(spd_args):
+    with pytest.raises(ValueError, match="transfer_dataset has a 'labels' column"):
+        make(spd_args, tiny_dataset())
+    with pytest.raises(ValueError, match="transfer_dataset is empty"):
+        make(spd_args, transfer_rows().select([]))
+    with pytest.raises(ValueError, match="all 0"):
+        make(
+            spd_args,
+            transfer_rows(),
+            hidden_distill_weight=0.0,
+            attention_distill_weight=0.0,
+            logit_distill_weight=0.0,
+            hard_label_weight=1.0,
+        )
+    with pytest.raises(ValueError, match="transfer_ratio"):
+        spd_args(transfer_ratio=-1.0)
+
+
+def test_augmenter_is_deterministic_and_keeps_rows_valid(tmp_path):
+    tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
+    from datasets import Dataset
+
+    segments = [([10, 11, 12, 13, 14, 15], [16, 17]), ([18], [19, 20, 21]), ([22, 23], [24])]
+    rows = {"input_ids": [], "token_type_ids": [], "attention_mask": [], "label": []}
+    for first_words, second_words in segments:  # [CLS] a [SEP] b [SEP], padded to 16
+        ids = [2, *first_words, 3, *second_words, 3]
+        types = [0] * (len(first_words) + 2) + [1] * (len(second_words) + 1)
+        rows["input_ids"].append(ids + [0] * (16 - len(ids)))
+        rows["token_type_ids"].append(types + [0] * (16 - len(ids)))
+        rows["attention_mask"].append([1] * len(ids) + [0] * (16 - len(ids)))
+        rows["label"].append(0)
+    dataset = Dataset.from_dict(rows)
+    rates = AugmentationRates(delete=0.5, swap=0.5, mask=0.3, replace=0.3)
+    first = augment_dataset(dataset, tokenizer, copies=4, seed=0, rates=rates)
+    again = augment_dataset(dataset, tokenizer, copies=4, seed=0, rates=rates)
+    other = augment_dataset(dataset, tokenizer, copies=4, seed=1, rates=rates)
+    assert list(first["input_ids"]) == list(again["input_ids"]) != list(other["input_ids"])
+    assert len(first) == 12 and "label" not in first.column_names
+    structure = {tokenizer.cls_token_id, tokenizer.sep_token_id}
+    for index, row in enumerate(first):
+        source = dataset[index // 4]
+        length = sum(source["attention_mask"])
+        assert 0 < len(row["input_ids"]) <= length  # never longer, never empty
+        assert len(row["token_type_ids"]) == len(row["input_ids"]) == len(row["attention_mask"])
+        # [CLS] and [SEP] stay where the structure needs them: [CLS] a [SEP] b [SEP], each segment non-empty.
+        positions = [i for i, token in enumerate(row["input_ids"]) if token in structure]
+        assert [row["input_ids"][i] for i in positions] == [2, 3, 3] and positions[0] == 0
+        assert positions[1] > 1 and positions[2] > positions[1] + 1
+        assert row["token_type_ids"][positions[1] + 1] == 1 and row["token_type_ids"][positions[1]] == 0
