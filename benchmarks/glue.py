@@ -56,6 +56,7 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
 from optimum_spd.architectures import prunable_parameters
+from optimum_spd.augmentation import augment_dataset
 from optimum_spd.pruning import PruningMasks
 from optimum_spd.tasks import (
     GLUE_TASKS,
@@ -150,6 +151,11 @@ def run_name(
     if method == ONE_SHOT:
         return name
     return f"{name}-lr{learning_rate:.1e}-seed{seed}"
+
+
+def run_suffix(cli) -> str:
+    """What a run's name (result JSON and work folder) adds for its precision and transfer data."""
+    return ("-bf16" if cli.bf16 else "") + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
 
 
 def _code_state() -> dict[str, object]:
@@ -271,8 +277,12 @@ def run_method(
     seed: int,
 ) -> dict:
     """One pruning run from the cached teacher; resumes from its last checkpoint if one exists."""
-    output_dir = os.path.join(cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed))
+    output_dir = os.path.join(
+        cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed) + run_suffix(cli)
+    )
     config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
+    # Teacher-labelled augmented copies of the training rows (issue 16), the same for every method of a seed.
+    transfer = augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed) if cli.augment_copies else None
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
         model=student,
@@ -280,6 +290,7 @@ def run_method(
         teacher_model=AutoModelForSequenceClassification.from_pretrained(teacher_dir),
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
+        transfer_dataset=transfer,
         data_collator=DataCollatorWithPadding(tokenizer),
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
@@ -301,6 +312,7 @@ def run_method(
         learning_rate=learning_rate,
         precision="bf16" if cli.bf16 else "fp32",
         optim=cli.optim,
+        augment_copies=cli.augment_copies,
         num_train_rows=datasets["train"].num_rows,
         optimizer_steps=trainer.state.global_step,
         log_history=trainer.state.log_history,
@@ -417,7 +429,8 @@ def mean_std(values: list[float]) -> str:
 
 
 def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision, teacher).
+    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision, augmented
+    copies per row, teacher).
 
     The teacher's headline score is part of the key: runs against different teachers are never averaged together.
     """
@@ -430,15 +443,28 @@ def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
             result["method"],
             result.get("learning_rate"),
             result.get("precision", "fp32"),
+            result.get("augment_copies", 0),
             round(result["teacher"][headline_key(result["task"])], 6),
         )
         groups.setdefault(key, []).append(result)
     return dict(
         sorted(
             groups.items(),
-            key=lambda item: (item[0][0], item[0][1], order.get(item[0][2], 99), item[0][3] or 0, item[0][4]),
+            key=lambda item: (
+                item[0][0],
+                item[0][1],
+                order.get(item[0][2], 99),
+                item[0][5],
+                item[0][3] or 0,
+                item[0][4],
+            ),
         )
     )
+
+
+def method_label(method: str, augment_copies: int = 0) -> str:
+    """The table's name of a method, with its transfer data when it had some."""
+    return METHOD_LABELS[method] + (f" + {augment_copies} augmented copies/row" if augment_copies else "")
 
 
 def results_table(results: list[dict]) -> str:
@@ -449,7 +475,7 @@ def results_table(results: list[dict]) -> str:
         "train time (s) | steps |",
         "| --- | ---: | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, sparsity, method, learning_rate, precision, _), runs in group_runs(results).items():
+    for (task, sparsity, method, learning_rate, precision, augment, _), runs in group_runs(results).items():
         names = BUDGETS[task].metrics
         teacher = runs[0]["teacher"]
         last = " / ".join(mean_std([run["final"][f"eval_{name}"] for run in runs]) for name in names)
@@ -464,7 +490,7 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {sparsity:.0%} | {METHOD_LABELS[method]} | {'' if learning_rate is None else f'{learning_rate:g}'} "
+            f"| {task} | {sparsity:.0%} | {method_label(method, augment)} | {'' if learning_rate is None else f'{learning_rate:g}'} "
             f"| {precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
@@ -482,6 +508,7 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
         for r in results
         if (r["task"], r["sparsity"], r["method"], r["seed"]) == (task, sparsity, method, seed)
         and r.get("precision", "fp32") == "fp32"
+        and not r.get("augment_copies")  # the rate is tuned once, without transfer data, for every variant
     ]
     if not grid:
         raise SystemExit(
@@ -515,7 +542,7 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
             )
         for result in (r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS):
             colour = colours[result["method"]]
-            label = f"{METHOD_LABELS[result['method']]} lr {result['learning_rate']:g} seed {result['seed']}"
+            label = f"{method_label(result['method'], result.get('augment_copies', 0))} lr {result['learning_rate']:g} seed {result['seed']}"
             train = [(e["step"], e["loss_hard_label"]) for e in result["log_history"] if "loss_hard_label" in e]
             evals = [(e["step"], e["eval_loss"]) for e in result["log_history"] if "eval_loss" in e]
             if train:
@@ -568,6 +595,13 @@ def main() -> None:
         default="adamw_torch_fused",
         help="TrainingArguments.optim of the pruning runs (default: TrainingArguments' own default)",
     )
+    parser.add_argument(
+        "--augment_copies",
+        type=int,
+        default=0,
+        help="transfer data: N augmented copies of every training row, distilled with the teacher terms (issue 16); "
+        "methods without teacher terms (gmp, one_shot) are skipped",
+    )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
@@ -619,9 +653,15 @@ def main() -> None:
 
 def planned_runs(task: str, sparsity: float, method: str, cli, results: list[dict]):
     """(run name, callable) for every run of this method that the command line asks for."""
+    if cli.augment_copies and (
+        method == ONE_SHOT
+        or not SparseDistillConfig(output_dir="unused", report_to="none", **METHODS[method]).needs_teacher_outputs
+    ):
+        print(f"[glue] {method}: no teacher term to distil transfer data with; skipped with --augment_copies")
+        return []
     if method == ONE_SHOT:
         return [(run_name(task, sparsity, ONE_SHOT), run_one_shot)]
-    suffix = "-bf16" if cli.bf16 else ""
+    suffix = run_suffix(cli)
     rates = (
         [tuned_learning_rate(results, task, sparsity, method, cli.tuning_seed)] if cli.tuned_lr else cli.learning_rates
     )

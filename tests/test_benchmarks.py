@@ -163,3 +163,15 @@ def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchma
         {"step": 20, "eval_accuracy": 0.70},
     ]
     assert glue_benchmark.best_evaluation(result) == 0.72
+
+
+def test_augmented_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
+    class Cli:
+        bf16, augment_copies, tuned_lr, learning_rates, seeds = False, 2, False, [1e-4], [0]
+
+    names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
+    assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2"]
+    assert glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, []) == []  # no teacher term to distil with
+    plain, augmented = fake_result("gmp_kd", 0.70), {**fake_result("gmp_kd", 0.74), "augment_copies": 2}
+    rows = glue_benchmark.results_table([plain, augmented]).splitlines()[2:]
+    assert len(rows) == 2 and "GMP+KD + 2 augmented copies/row" in rows[1] and "augmented" not in rows[0]

@@ -90,13 +90,22 @@ def test_example_script_end_to_end(tmp_path):
         "true",
         "--num_pruning_events",
         "3",
+        # Transfer data: one augmented copy of each training row plus a file of unlabelled pairs.
+        "--augment_copies",
+        "1",
+        "--transfer_file",
+        str(tmp_path / "unlabelled.tsv"),
     ]
+    (tmp_path / "unlabelled.tsv").write_text("w1 w2 w3\tw4 w5\nw6 w7\tw8\n\nw9 w10\tw11 w12 w13\n")
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((output / "all_results.json").read_text())
     assert set(results["teacher"]) >= {"eval_accuracy", "eval_f1"}
     assert set(results["student"]) >= {"eval_accuracy", "eval_f1"}
     assert results["sparsity"]["prunable_sparsity"] == pytest.approx(0.75, abs=2e-3)
+    assert results["num_transfer_rows"] == 24 + 3  # the blank line is skipped
+    state = json.loads((output / "trainer_state.json").read_text())
+    assert any("loss_transfer" in entry for entry in state["log_history"])
     assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
     assert (output / "train_results.json").is_file() and (output / "eval_results.json").is_file()

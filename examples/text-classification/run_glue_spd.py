@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from datasets import ClassLabel, DatasetDict, load_dataset
+from datasets import ClassLabel, Dataset, DatasetDict, concatenate_datasets, load_dataset
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -36,6 +36,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd.augmentation import augment_dataset
 from optimum_spd.hub import license_of
 from optimum_spd.tasks import (
     DEFAULT_BASE_MODEL_ID,
@@ -91,6 +92,20 @@ class DataTrainingArguments:
         default=None, metadata={"help": "Use the first N training rows (after a seeded shuffle)."}
     )
     max_eval_samples: int | None = field(default=None, metadata={"help": "Use the first N validation rows."})
+    transfer_file: str | None = field(
+        default=None,
+        metadata={
+            "help": "Unlabelled in-domain text distilled from the teacher (SPDTrainer's transfer_dataset): a .txt/.tsv "
+            "with one row per line (a tab separates the two sentences of a pair), or CSV/JSON with sentence1[, "
+            "sentence2]. Labels in it are ignored."
+        },
+    )
+    augment_copies: int = field(
+        default=0,
+        metadata={
+            "help": "Add N perturbed copies of every training row to the transfer data (model-free augmentation)."
+        },
+    )
 
     def __post_init__(self):
         if self.task_name is None and (self.train_file is None or self.validation_file is None):
@@ -121,6 +136,36 @@ def load_raw_datasets(
         return raw, True, 1, None
     names = raw["train"].features["label"].names  # the file's own label strings, in class-id order
     return raw, False, len(names), dict(enumerate(names))
+
+
+def load_transfer_rows(path: str, pair: bool, cache_dir: str | None) -> Dataset:
+    """``--transfer_file`` as ``sentence1`` (``sentence2``) columns, labels dropped."""
+    if path.endswith((".txt", ".tsv")):
+        with open(path, encoding="utf-8") as handle:
+            lines = [line.rstrip("\n") for line in handle if line.strip()]
+        columns = {"sentence1": [line.split("\t")[0] for line in lines]}
+        if pair:
+            columns["sentence2"] = [(line.split("\t") + [""])[1] for line in lines]
+        return Dataset.from_dict(columns)
+    rows = load_dataset("json" if path.endswith((".json", ".jsonl")) else "csv", data_files=path, cache_dir=cache_dir)
+    rows = rows["train"]
+    return rows.remove_columns([c for c in rows.column_names if c not in ("sentence1", "sentence2")])
+
+
+def build_transfer_dataset(
+    data_args, datasets, tokenizer, pair: bool, seed: int, cache_dir: str | None
+) -> Dataset | None:
+    """Teacher-labelled extra rows: augmented copies of train and/or a file of unlabelled text (None if neither)."""
+    parts = []
+    if data_args.augment_copies:
+        parts.append(augment_dataset(datasets["train"], tokenizer, data_args.augment_copies, seed))
+    if data_args.transfer_file:
+        rows = load_transfer_rows(data_args.transfer_file, pair, cache_dir)
+        parts.append(tokenize_glue(rows, tokenizer, data_args.max_seq_length))
+    if not parts:
+        return None
+    columns = [c for c in ("input_ids", "attention_mask", "token_type_ids") if all(c in p.column_names for p in parts)]
+    return concatenate_datasets([part.select_columns(columns) for part in parts])
 
 
 def main():
@@ -199,12 +244,18 @@ def main():
     student = AutoModelForSequenceClassification.from_pretrained(
         spd_args.teacher_model_name_or_path or os.path.join(spd_args.output_dir, "teacher")
     )
+    with spd_args.main_process_first(desc="transfer data"):
+        pair = "sentence2" in raw["train"].column_names
+        transfer = build_transfer_dataset(data_args, datasets, tokenizer, pair, spd_args.seed, model_args.cache_dir)
+    if transfer is not None:
+        results["num_transfer_rows"] = transfer.num_rows
     trainer = SPDTrainer(
         model=student,
         args=spd_args,
         teacher_model=teacher,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
+        transfer_dataset=transfer,
         data_collator=collator,
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
