@@ -1,4 +1,8 @@
-"""Distillation loss terms of SPD: hidden states, attention maps, logits, and (optionally) gold labels.
+"""Distillation loss terms of SPD: hidden states, attention maps, predictions, and (optionally) gold labels.
+
+The prediction term follows the head: a soft cross-entropy over classes per example (sequence classification;
+MSE for one-output regression), per real token (token classification), or over the sequence's positions for the
+start and the end of an answer span (question answering).
 
 Deliberate fix against the reference code: padding positions do not count in the hidden-state and attention terms
 (the reference averages over them, so a batch's loss depends on how much padding it carries). Each term is the mean
@@ -91,6 +95,59 @@ def logit_distillation_loss(
     return soft_cross_entropy(student_logits, teacher_logits, temperature)
 
 
+def token_distillation_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, token_mask: torch.Tensor | None, temperature: float
+) -> torch.Tensor:
+    """Token classification: soft cross-entropy per token, averaged over the tokens where ``token_mask`` is 1
+    (real tokens, and tokens with a gold label when the batch has labels): padding and ignored positions never count."""
+    teacher_probs = F.softmax(teacher_logits.float() / temperature, dim=-1)
+    per_token = -(teacher_probs * F.log_softmax(student_logits.float() / temperature, dim=-1)).sum(dim=-1)
+    if token_mask is None:
+        return per_token.mean()
+    token_mask = token_mask.to(per_token.dtype)
+    return (per_token * token_mask).sum() / token_mask.sum().clamp_min(1)
+
+
+def span_distillation_loss(student_outputs, teacher_outputs, attention_mask: torch.Tensor | None, temperature: float):
+    """Question answering: the mean of the soft cross-entropies on start and end logits, each a softmax over the
+    real positions of the sequence only (padding gets no probability, from the teacher or the student)."""
+    losses = []
+    for name in ("start_logits", "end_logits"):
+        student, teacher = getattr(student_outputs, name).float(), getattr(teacher_outputs, name).float()
+        if attention_mask is not None:
+            padding = attention_mask == 0
+            student = student.masked_fill(padding, torch.finfo(student.dtype).min)
+            teacher = teacher.masked_fill(padding, torch.finfo(teacher.dtype).min)
+        losses.append(soft_cross_entropy(student, teacher, temperature))
+    return (losses[0] + losses[1]) / 2
+
+
+def is_span_output(outputs) -> bool:
+    """Question-answering heads return start/end logits instead of one ``logits`` tensor."""
+    return getattr(outputs, "start_logits", None) is not None
+
+
+def prediction_distillation_loss(
+    student_outputs,
+    teacher_outputs,
+    temperature: float,
+    attention_mask: torch.Tensor | None,
+    labels: torch.Tensor | None,
+    regression_target: str,
+) -> torch.Tensor:
+    """The prediction term for the model's head: sequence classification/regression, token classification or QA."""
+    if is_span_output(student_outputs):
+        return span_distillation_loss(student_outputs, teacher_outputs, attention_mask, temperature)
+    if student_outputs.logits.dim() == 3:  # [batch, tokens, labels]: token classification
+        token_mask = attention_mask
+        if labels is not None:
+            labelled = labels != -100
+            token_mask = labelled if token_mask is None else token_mask.bool() & labelled
+        return token_distillation_loss(student_outputs.logits, teacher_outputs.logits, token_mask, temperature)
+    teacher_logits = None if teacher_outputs is None else teacher_outputs.logits
+    return logit_distillation_loss(student_outputs.logits, teacher_logits, temperature, labels, regression_target)
+
+
 def hard_label_loss(student_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Task loss on gold labels: cross-entropy, or MSE for regression (one output)."""
     if student_logits.shape[-1] == 1:
@@ -122,12 +179,16 @@ def distillation_loss(
             student_outputs.attentions, teacher_outputs.attentions, attention_mask
         )
     if weights.logit:
-        terms["logit"] = logit_distillation_loss(
-            student_outputs.logits, teacher_outputs.logits, temperature, labels, regression_target
+        terms["logit"] = prediction_distillation_loss(
+            student_outputs, teacher_outputs, temperature, attention_mask, labels, regression_target
         )
-    if labels is not None:
+    if is_span_output(student_outputs):
+        if student_outputs.loss is not None:  # the batch had start/end positions: the head's own span loss
+            terms["hard_label"] = student_outputs.loss.float()
+    elif labels is not None:
         terms["hard_label"] = hard_label_loss(student_outputs.logits, labels)
-    total = student_outputs.logits.new_zeros((), dtype=torch.float32)
+    reference = student_outputs.start_logits if is_span_output(student_outputs) else student_outputs.logits
+    total = reference.new_zeros((), dtype=torch.float32)
     for name, value in terms.items():
         weight = getattr(weights, name)
         if weight:

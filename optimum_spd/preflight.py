@@ -120,6 +120,35 @@ def check_train_dataset(
             )
 
 
+def check_span_dataset(dataset, gold_labels_needed_by: str | None = None) -> None:
+    """Question answering: tokenised rows, and answer positions inside each row when a term needs gold spans."""
+    if dataset is None:
+        raise ValueError("SPDTrainer.train() needs a train_dataset.")
+    columns = getattr(dataset, "column_names", None)
+    if columns is None:
+        return  # iterable datasets: nothing to check up front
+    if len(dataset) == 0:
+        raise ValueError("train_dataset is empty: SPD needs training rows to distil on.")
+    if "input_ids" not in columns:
+        raise ValueError(f"train_dataset has no 'input_ids' column (columns: {columns}): tokenise it first.")
+    missing = [name for name in ("start_positions", "end_positions") if name not in columns]
+    if missing and gold_labels_needed_by is not None:
+        raise ValueError(
+            f"train_dataset has no {missing} column(s), but {gold_labels_needed_by} needs the gold answer spans of a "
+            "question-answering model. Add them (token positions of the answer), or turn that term off."
+        )
+    if missing:
+        return
+    for row, (ids, start, end) in enumerate(
+        zip(dataset["input_ids"], dataset["start_positions"], dataset["end_positions"])
+    ):
+        if not 0 <= start <= end < len(ids):
+            raise ValueError(
+                f"train_dataset[{row}]: start_positions={start}, end_positions={end} is not a span inside its "
+                f"{len(ids)} tokens (need 0 <= start <= end < length; point unanswerable windows at [CLS], 0)."
+            )
+
+
 def check_transfer_dataset(dataset, args):
     """An unlabelled, tokenised, non-empty transfer set, and a recipe with a teacher term to distil it with."""
     if dataset is None:

@@ -40,6 +40,7 @@ from .preflight import (
     check_output_dir,
     check_resumed_recipe,
     check_schedule_fits,
+    check_span_dataset,
     check_teacher_matches_student,
     check_token_ids,
     check_train_dataset,
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 
 MASKS_NAME = "spd_masks.safetensors"
 # Model-class suffixes whose output SPD distils: one `logits` tensor per example (or per token).
-TRAINABLE_HEADS = ("ForSequenceClassification", "ForTokenClassification")
+TRAINABLE_HEADS = ("ForSequenceClassification", "ForTokenClassification", "ForQuestionAnswering")
 
 
 class SparsityInvariantError(RuntimeError):
@@ -169,9 +170,10 @@ class SPDTrainer(SPDHubMixin, Trainer):
         check_distributed_mode(args)
         if not type(model).__name__.endswith(TRAINABLE_HEADS):
             raise ValueError(
-                f"SPDTrainer does not train {type(model).__name__}: its distillation terms read one `logits` output "
-                f"per example or token, so the supported heads are {', '.join(TRAINABLE_HEADS)} (question answering "
-                "returns start/end logits and is not supported yet). Load the model with one of those heads."
+                f"SPDTrainer does not train {type(model).__name__}: its distillation terms need a classification "
+                f"(per example or per token) or extractive question-answering head, i.e. one of "
+                f"{', '.join(TRAINABLE_HEADS)}. Load the model with one of those heads (e.g. AutoModelFor"
+                "SequenceClassification); seq2seq and causal-LM heads are not supported."
             )
         if any(param.is_meta for param in model.parameters()):
             raise ValueError(
@@ -560,12 +562,15 @@ class SPDTrainer(SPDHubMixin, Trainer):
             if checkpoint is None:
                 raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
         num_labels = getattr(self.model.config, "num_labels", 2)
-        check_train_dataset(
-            self.train_dataset,
-            num_labels,
-            self._field_needing_gold_labels(num_labels),
-            getattr(self.model.config, "problem_type", None),
-        )
+        if type(self.model).__name__.endswith("ForQuestionAnswering"):
+            check_span_dataset(self.train_dataset, self._field_needing_gold_labels(num_labels))
+        else:
+            check_train_dataset(
+                self.train_dataset,
+                num_labels,
+                self._field_needing_gold_labels(num_labels),
+                getattr(self.model.config, "problem_type", None),
+            )
         vocab_size = getattr(self.model.config, "vocab_size", None)
         check_token_ids(self.train_dataset, vocab_size, "train_dataset")
         check_token_ids(self.transfer_dataset, vocab_size, "transfer_dataset")

@@ -350,13 +350,13 @@ def test_second_hostile_pass_cases(spd_args, tmp_path, capsys):
 
 def test_unsupported_heads_and_architectures_are_named(spd_args):
     from helpers import tiny_config
-    from transformers import AutoModelForQuestionAnswering, GPT2Config, GPT2ForSequenceClassification
+    from transformers import AutoModelForMaskedLM, GPT2Config, GPT2ForSequenceClassification
 
     from optimum_spd import UnsupportedArchitectureError
 
-    question_answering = AutoModelForQuestionAnswering.from_config(tiny_config())
-    with pytest.raises(ValueError, match=r"does not train BertForQuestionAnswering: .*ForSequenceClassification"):
-        trainer_for(spd_args, model=question_answering)
+    masked_lm = AutoModelForMaskedLM.from_config(tiny_config())
+    with pytest.raises(ValueError, match=r"does not train BertForMaskedLM: .*ForQuestionAnswering"):
+        trainer_for(spd_args, model=masked_lm)
     gpt2 = GPT2ForSequenceClassification(
         GPT2Config(
             vocab_size=100,
