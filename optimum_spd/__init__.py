@@ -3,7 +3,7 @@
 from .architectures import UnsupportedArchitectureError, find_layer_list, prunable_parameters
 from .configuration import PRESETS, SparseDistillConfig
 from .inference import CSRLinear, to_sparse_inference
-from .lora import AdapterError, load_lora_model, merge_dense, merge_sparse
+from .lora import AdapterError, load_lora_model, masked_lora, merge_dense, merge_sparse
 from .modeling import compress, decompress, register
 from .report import SparsityReport, sparsity_report
 from .trainer import SparsityInvariantError, SPDCallback, SPDTrainer
@@ -27,6 +27,7 @@ __all__ = [
     "decompress",
     "find_layer_list",
     "load_lora_model",
+    "masked_lora",
     "merge_dense",
     "merge_sparse",
     "prunable_parameters",

@@ -16,6 +16,9 @@ import json
 import os
 import re
 import sys
+import types
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -271,6 +274,43 @@ def _pruned_weight_names(base: nn.Module) -> list[str]:
         return list(sparsity_config["targets"])
     # peft keeps the wrapped linear as `<module>.base_layer`: prunable_parameters sees it (and the adapters' own).
     return [merged for name in prunable_parameters(base) if (merged := _merged_name(name)) is not None]
+
+
+@contextmanager
+def masked_lora(peft_model) -> Iterator[None]:
+    """Inside this block the LoRA layers on pruned matrices compute ``x ((W + ΔW) ⊙ M)^T``: what :func:`merge_sparse`
+    will produce, so training sees the deployed model and the masked merge loses nothing.
+
+    The adapter's delta is materialised as a dense ``out x in`` matrix per layer and step (about one extra dense
+    matmul per adapted linear); other adapted modules (pooler, head) are untouched.
+    """
+    import torch.nn.functional as F  # noqa: N812
+    from peft.tuners.lora import LoraLayer
+
+    masks = _linear_weight_masks(peft_model)
+    pruned = set(_pruned_weight_names(peft_model.get_base_model()))
+
+    def forward(self, x, *args, **kwargs):
+        result = self.base_layer(x, *args, **kwargs)
+        for adapter in self.active_adapters:
+            if adapter in self.lora_A:
+                delta = self.lora_B[adapter].weight @ self.lora_A[adapter].weight * self.scaling[adapter]
+                result = result + F.linear(self.lora_dropout[adapter](x), (delta * self.spd_mask).to(x.dtype))
+        return result
+
+    patched = []
+    for name, module in peft_model.get_base_model().named_modules():
+        if isinstance(module, LoraLayer) and f"{name}.weight" in pruned:
+            module.spd_mask = masks[f"{name}.weight"].to(module.get_base_layer().weight.dtype)
+            module.forward = types.MethodType(forward, module)
+            patched.append(module)
+    if not patched:
+        raise AdapterError("masked_lora: no LoRA layer sits on a pruned matrix of the base model; nothing to mask.")
+    try:
+        yield
+    finally:
+        for module in patched:
+            del module.forward, module.spd_mask
 
 
 @torch.no_grad()

@@ -11,7 +11,15 @@ from peft import IA3Config, LoraConfig, PeftModel, get_peft_model
 from test_serialization import logits, pruned_model
 from transformers import AutoModelForSequenceClassification
 
-from optimum_spd import AdapterError, SPDTrainer, compress, load_lora_model, merge_sparse, sparsity_report
+from optimum_spd import (
+    AdapterError,
+    SPDTrainer,
+    compress,
+    load_lora_model,
+    masked_lora,
+    merge_sparse,
+    sparsity_report,
+)
 from optimum_spd.hub import render_model_card
 
 TARGETS = ["query", "value", "dense"]  # "dense" also matches bert.pooler.dense, which SPD never prunes
@@ -187,7 +195,9 @@ def test_the_lora_example_end_to_end(tmp_path):
     from test_glue_example import REPO, write_tiny_mrpc
 
     write_tiny_mrpc(tmp_path / "glue")
-    compress(pruned_model(sparsity=0.8, num_labels=1), tmp_path / "sparse")  # a regression checkpoint: new head
+    regression = pruned_model(sparsity=0.8, num_labels=1)
+    regression.config.problem_type = "regression"  # as a checkpoint trained on STS-B has it
+    compress(regression, tmp_path / "sparse")  # a regression checkpoint: the example gives it a new head
     tiny_tokenizer(str(tmp_path / "sparse")).save_pretrained(tmp_path / "sparse")
     command = [
         sys.executable,
@@ -216,3 +226,19 @@ def test_an_adapted_sparse_model_pushes_with_its_card(sparse_dir, hub, tmp_path)
     reloaded = AutoModelForSequenceClassification.from_pretrained("tester/adapted-sparse", cache_dir=str(tmp_path))
     assert torch.equal(logits(reloaded), logits(merged))
     assert hub.token not in card.text
+
+
+def test_masked_lora_forward_is_the_sparse_merge_and_trains(sparse_dir):
+    peft_model = lora(AutoModelForSequenceClassification.from_pretrained(sparse_dir)).eval()
+    unmasked = logits(peft_model)
+    with masked_lora(peft_model):
+        masked = logits(peft_model)
+        # Gradients reach the adapter through the masked delta.
+        peft_model.train()
+        peft_model(input_ids=torch.randint(5, 100, (2, 7))).logits.sum().backward()
+        grads = [p.grad for n, p in peft_model.named_parameters() if "lora_A" in n and "query" in n]
+        assert grads and all(g is not None and g.abs().sum() > 0 for g in grads)
+    assert torch.equal(logits(peft_model.eval()), unmasked)  # the patch is gone after the block
+    merged = merge_sparse(copy.deepcopy(peft_model))
+    torch.testing.assert_close(masked, logits(merged), rtol=0, atol=1e-5)
+    assert not torch.allclose(unmasked, masked, atol=1e-5)  # the mask matters for this adapter

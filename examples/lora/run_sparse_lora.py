@@ -15,6 +15,7 @@ Example (README, section "Adapting a sparse model with LoRA"): a MiniLM pruned t
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
@@ -34,7 +35,7 @@ from transformers import (
     set_seed,
 )
 
-from optimum_spd import merge_sparse, sparsity_report
+from optimum_spd import masked_lora, merge_sparse, sparsity_report
 from optimum_spd.tasks import GLUE_TASKS, glue_compute_metrics, load_glue, tokenize_glue
 from optimum_spd.utils import write_json_atomically
 
@@ -47,6 +48,12 @@ class ModelArguments:
     lora_r: int = field(default=8, metadata={"help": "LoRA rank."})
     lora_alpha: float = field(default=16, metadata={"help": "LoRA alpha (the update is scaled by alpha / r)."})
     lora_dropout: float = field(default=0.1)
+    mask_aware: bool = field(
+        default=False,
+        metadata={
+            "help": "Train the adapter through (W + ΔW) ⊙ M (optimum_spd.masked_lora): what the sparse merge keeps."
+        },
+    )
     lora_target_modules: str = field(
         default="query,key,value,dense",
         metadata={"help": "Comma-separated module names to adapt (BERT: every linear of the blocks and the pooler)."},
@@ -84,8 +91,14 @@ def main() -> None:
         )
     # A head for the new task: a checkpoint with another label count gets a fresh head (trained with the adapter).
     labels = {"id2label": task.id2label, "label2id": {v: k for k, v in task.id2label.items()}} if task.id2label else {}
+    # problem_type too: a checkpoint trained on a regression task would otherwise keep its MSE loss.
+    problem_type = "regression" if task.is_regression else "single_label_classification"
     base = AutoModelForSequenceClassification.from_pretrained(
-        model_args.sparse_model_name_or_path, num_labels=task.num_labels, ignore_mismatched_sizes=True, **labels
+        model_args.sparse_model_name_or_path,
+        num_labels=task.num_labels,
+        problem_type=problem_type,
+        ignore_mismatched_sizes=True,
+        **labels,
     )
     base_sparsity = sparsity_report(base).prunable_sparsity
     lora_config = LoraConfig(
@@ -110,7 +123,8 @@ def main() -> None:
         data_collator=collator,
         compute_metrics=compute_metrics,
     )
-    train_result = trainer.train()
+    with masked_lora(peft_model) if model_args.mask_aware else contextlib.nullcontext():
+        train_result = trainer.train()
 
     def evaluate(model, prefix: str) -> dict[str, float]:
         evaluator = Trainer(model=model, args=training_args, data_collator=collator, compute_metrics=compute_metrics)
