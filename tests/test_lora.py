@@ -205,10 +205,12 @@ def test_the_lora_example_end_to_end(tmp_path):
         *("--sparse_model_name_or_path", str(tmp_path / "sparse"), "--task_name", "mrpc"),
         *("--data_dir", str(tmp_path / "glue"), "--output_dir", str(tmp_path / "run"), "--max_steps", "3"),
         *("--per_device_train_batch_size", "8", "--report_to", "none", "--use_cpu", "--lora_r", "2"),
+        *("--mask_aware", "true"),
     ]
     completed = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert completed.returncode == 0, completed.stderr[-3000:]
     results = json.loads((tmp_path / "run" / "all_results.json").read_text())
+    assert results["mask_aware"] is True
     assert results["merged_sparse"]["prunable_sparsity"] == pytest.approx(results["base_prunable_sparsity"])
     assert results["merged_dense"]["prunable_sparsity"] < 0.01  # peft's merge fills every pruned position
     assert results["merged_sparse"]["saved_mb"] < results["merged_dense"]["saved_mb"]

@@ -139,6 +139,7 @@ def main() -> None:
             "alpha": model_args.lora_alpha,
             "targets": sorted(lora_config.target_modules),
         },
+        "mask_aware": model_args.mask_aware,
         "train_steps": train_result.global_step,
         "train_seconds": train_result.metrics["train_runtime"],
     }
