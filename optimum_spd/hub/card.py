@@ -24,6 +24,11 @@ from ..utils import write_json_atomically
 TEMPLATE_PATH = Path(__file__).with_name("spd_model_card.md.j2")
 PLOT_NAME = "spd_training.png"
 RUN_INFO_NAME = "spd_run.json"
+PIPELINE_TAGS = {  # head class suffix -> the Hub's pipeline tag
+    "ForSequenceClassification": "text-classification",
+    "ForTokenClassification": "token-classification",
+    "ForQuestionAnswering": "question-answering",
+}
 CARD_TAGS = ["sparse", "pruning", "distillation", "spd", "optimum-spd"]
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 _METRIC_NAMES = {
@@ -117,6 +122,7 @@ def collect_card_context(folder: str) -> dict[str, Any]:
     return {
         "model_id": run.get("model_name") or os.path.basename(os.path.abspath(folder)),
         "architecture": (config.get("architectures") or ["?"])[0],
+        "auto_class": _auto_class((config.get("architectures") or ["?"])[0]),
         "base_model_type": block["base_model_type"],
         "sparsity": block,
         "storage_dtype": block["storage_dtype"] or block["dtype"],
@@ -144,6 +150,16 @@ def collect_card_context(folder: str) -> dict[str, Any]:
         },
         "run": run,
     }
+
+
+def _auto_class(architecture: str) -> str:
+    """The Auto class a user loads this head with (from an allowlisted table, never the raw config string)."""
+    from ..constants import HEAD_SUFFIXES
+
+    return next(
+        (auto for auto, suffix in HEAD_SUFFIXES.items() if suffix != "Model" and architecture.endswith(suffix)),
+        "AutoModel",
+    )
 
 
 def _training_summary(arguments: dict) -> dict:
@@ -191,7 +207,9 @@ def _card_data(context: dict, license: str | None, language: str | None, tags: l
         tags=sorted(set(CARD_TAGS + list(tags or []))),
         base_model=base_model,
         datasets=[dataset["type"]] if _is_hub_id(dataset.get("type")) else None,
-        pipeline_tag="text-classification" if context["architecture"].endswith("ForSequenceClassification") else None,
+        pipeline_tag=next(
+            (tag for suffix, tag in PIPELINE_TAGS.items() if context["architecture"].endswith(suffix)), None
+        ),
         model_name=context["model_id"],
         eval_results=eval_results or None,
     )
