@@ -62,7 +62,8 @@ class SPDHubMixin:
             return
         folder = output_dir or self.args.output_dir
         first = lambda value: value[0] if isinstance(value, list) else value  # noqa: E731
-        evaluations = [entry for entry in self.state.log_history if "eval_loss" in entry]
+        # Any logged evaluation: Trainer.evaluate's (with eval_loss) or metrics computed outside it (SQuAD EM/F1).
+        evaluations = [entry for entry in self.state.log_history if any(key.startswith("eval_") for key in entry)]
         write_run_info(
             folder,
             {
