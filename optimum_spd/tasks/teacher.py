@@ -59,6 +59,7 @@ def teacher_training_arguments(
         fp16=spd_args.fp16,
         optim=spd_args.optim,
         disable_tqdm=spd_args.disable_tqdm,
+        dataloader_pin_memory=spd_args.dataloader_pin_memory,  # off without an accelerator (no warning per loader)
     )
     settings.update(overrides)
     return TrainingArguments(**settings)
