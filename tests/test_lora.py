@@ -185,6 +185,7 @@ def test_adapter_files_are_checked_before_anything_is_loaded(tmp_path):
         load_lora_model(str(tmp_path / "base"))
 
 
+@pytest.mark.slow
 def test_the_lora_example_end_to_end(tmp_path):
     """examples/lora/run_sparse_lora.py on a tiny sparse checkpoint and tiny MRPC: every variant measured and saved."""
     import os

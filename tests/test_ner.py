@@ -49,6 +49,7 @@ def test_read_conll_and_align_labels_to_first_word_pieces(tmp_path):
         read_conll(str(tmp_path / "empty.conll"))
 
 
+@pytest.mark.slow
 def test_ner_example_end_to_end(tmp_path):
     write_conll(tmp_path / "train.conll", 24)
     write_conll(tmp_path / "dev.conll", 8, seed=1)

@@ -81,6 +81,7 @@ def test_windows_point_at_the_answer_and_postprocessing_recovers_it(tmp_path):
         split_by_article(examples, 3)
 
 
+@pytest.mark.slow
 def test_qa_example_end_to_end(tmp_path):
     write_squad(tmp_path / "squad.json")
     tiny_tokenizer(str(tmp_path / "base")).save_pretrained(tmp_path / "base")
