@@ -6,7 +6,7 @@ import sys
 import pytest
 from helpers import WORDS, tiny_model, tiny_tokenizer
 
-from optimum_spd.tasks import load_glue, load_glue_metric
+from optimum_spd.tasks import GLUE_TASKS, load_glue, load_glue_metric
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "examples", "text-classification", "run_glue_spd.py")
@@ -24,6 +24,62 @@ def write_tiny_mrpc(data_dir, rows=24):
             lines.append(f"{i % 2}\t{i}\t{i + 1000}\t{first}\t{second}")
         with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
             handle.write("\n".join(lines) + "\n")
+
+
+MNLI_PARSES = "sentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse"
+MNLI_LABELS = ("entailment", "neutral", "contradiction")
+
+
+def write_tiny_mnli(data_dir, rows=18):
+    """MNLI in the official layout: parse columns, one annotator label in train and five in dev, then gold_label."""
+    folder = os.path.join(data_dir, "MNLI")
+    os.makedirs(folder, exist_ok=True)
+    for split, count, offset in (("train", rows, 0), ("dev_matched", rows // 2, 7), ("dev_mismatched", rows // 3, 31)):
+        annotators = 1 if split == "train" else 5
+        labels = "\t".join(f"label{k + 1}" for k in range(annotators))
+        lines = [f"index\tpromptID\tpairID\tgenre\t{MNLI_PARSES}\tsentence1\tsentence2\t{labels}\tgold_label"]
+        for i in range(count):
+            first = " ".join(WORDS[(offset + i + j) % len(WORDS)] for j in range(3 + i % 4))
+            second = '" ' + " ".join(WORDS[(offset + 3 * i + j) % len(WORDS)] for j in range(3))
+            gold = MNLI_LABELS[(i + offset) % 3]
+            parses = "\t".join(f"( ( {text} ) )" for text in (first, second, first, second))
+            votes = "\t".join([gold] * annotators)
+            lines.append(f"{i}\t{i}\t{i}n\tfiction\t{parses}\t{first}\t{second}\t{votes}\t{gold}")
+        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def write_tiny_qqp(data_dir, rows=16):
+    """QQP in the official layout: id, qid1, qid2, question1, question2, is_duplicate."""
+    folder = os.path.join(data_dir, "QQP")
+    os.makedirs(folder, exist_ok=True)
+    for split, count in (("train", rows), ("dev", rows // 2)):
+        lines = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"]
+        for i in range(count):
+            question = " ".join(WORDS[(5 * i + j) % len(WORDS)] for j in range(4))
+            lines.append(f'{i}\t{2 * i}\t{2 * i + 1}\t{question} ?\t"{question} w1 ?\t{i % 2}')
+        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
+            handle.write("\n".join(lines) + "\n")
+
+
+def test_mnli_and_qqp_in_the_official_layout(tmp_path):
+    """MNLI: train plus matched and mismatched dev sets, string labels mapped to the Hub's ids; QQP: pairs and 0/1."""
+    write_tiny_mnli(tmp_path)
+    mnli = load_glue("mnli", str(tmp_path))
+    assert set(mnli) == {"train", "validation", "validation_mismatched"}
+    assert [mnli[name].num_rows for name in ("train", "validation", "validation_mismatched")] == [18, 9, 6]
+    assert mnli["validation_mismatched"].features["label"].num_classes == 3
+    assert mnli["train"][1]["label"] == 1  # neutral
+    assert mnli["validation_mismatched"][0] == {"sentence1": "w31 w32 w33", "sentence2": '" w31 w32 w33', "label": 1}
+    assert GLUE_TASKS["mnli"].id2label == dict(enumerate(MNLI_LABELS))
+    os.remove(tmp_path / "MNLI" / "dev_mismatched.tsv")
+    with pytest.raises(FileNotFoundError, match="dev_mismatched.tsv"):
+        load_glue("mnli", str(tmp_path))
+
+    write_tiny_qqp(tmp_path)
+    qqp = load_glue("qqp", str(tmp_path))
+    assert qqp["train"].num_rows == 16 and qqp["validation"].num_rows == 8
+    assert qqp["train"][3] == {"sentence1": "w15 w16 w17 w18 ?", "sentence2": '"w15 w16 w17 w18 w1 ?', "label": 1}
 
 
 def test_local_glue_reader_keeps_every_row(tmp_path):
@@ -44,6 +100,8 @@ def test_local_glue_reader_keeps_every_row(tmp_path):
         ("mrpc", [1, 0, 1, 1], [1, 1, 1, 0], {"accuracy": 0.5, "f1": 2 / 3}),
         ("cola", [1, 0, 1, 0], [1, 0, 1, 0], {"matthews_correlation": 1.0}),
         ("sst2", [1, 0], [1, 1], {"accuracy": 0.5}),
+        ("qqp", [1, 0, 0, 1], [1, 0, 1, 1], {"accuracy": 0.75, "f1": 0.8}),
+        ("mnli", [2, 0, 1], [2, 1, 1], {"accuracy": 2 / 3}),
         ("stsb", [1.0, 2.0, 3.0], [2.0, 4.0, 6.0], {"pearson": 1.0, "spearmanr": 1.0}),
     ],
 )
@@ -197,3 +255,58 @@ def test_example_script_continues_from_the_last_checkpoint(tmp_path):
     assert f"resuming from {output / 'checkpoint-4'}" in second.stderr
     state = json.loads((output / "trainer_state.json").read_text())
     assert state["global_step"] == 8
+
+
+def test_example_script_reports_both_mnli_dev_sets(tmp_path):
+    """MNLI: student and teacher scored on the matched and the mismatched dev set, as transformers' run_glue.py."""
+    write_tiny_mnli(tmp_path / "glue")
+    tiny_tokenizer(str(tmp_path / "teacher")).save_pretrained(tmp_path / "teacher")
+    tiny_model(seed=3, num_labels=3).save_pretrained(tmp_path / "teacher")
+    output = tmp_path / "run"
+    command = [
+        sys.executable,
+        SCRIPT,
+        "--task_name",
+        "mnli",
+        "--data_dir",
+        str(tmp_path / "glue"),
+        "--teacher_model_name_or_path",
+        str(tmp_path / "teacher"),
+        "--output_dir",
+        str(output),
+        "--max_steps",
+        "4",
+        "--per_device_train_batch_size",
+        "6",
+        "--target_sparsity",
+        "0.5",
+        "--report_to",
+        "none",
+        "--save_strategy",
+        "no",
+        "--use_cpu",
+        "--disable_tqdm",
+        "true",
+        "--num_pruning_events",
+        "2",
+    ]
+    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    results = json.loads((output / "all_results.json").read_text())
+    for model in ("teacher", "student"):
+        assert {"eval_accuracy", "eval_mismatched_accuracy"} <= set(results[model]), results[model]
+    # The mismatched score is the frozen teacher's real accuracy on the 6 mismatched rows, not the matched set's.
+    import torch
+    from transformers import BertForSequenceClassification
+
+    teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
+    tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
+    for split, key in (("validation", "eval_accuracy"), ("validation_mismatched", "eval_mismatched_accuracy")):
+        dev = load_glue("mnli", str(tmp_path / "glue"))[split]
+        encoded = tokenizer(list(dev["sentence1"]), list(dev["sentence2"]), padding=True, return_tensors="pt")
+        with torch.no_grad():
+            predictions = teacher(**encoded).logits.argmax(-1)
+        expected = float((predictions == torch.tensor(list(dev["label"]))).float().mean())
+        assert results["teacher"][key] == pytest.approx(expected)
+    # The card compares student and teacher on the matched set (the run's main dev set).
+    assert "mismatched" not in (output / "README.md").read_text()

@@ -168,6 +168,11 @@ def build_transfer_dataset(
     return concatenate_datasets([part.select_columns(columns) for part in parts])
 
 
+def eval_prefix(split_name: str) -> str:
+    """``validation_mismatched`` -> ``eval_mismatched``: metric names as ``eval_mismatched_accuracy``."""
+    return "eval_" + split_name.removeprefix("validation_")
+
+
 def main():
     parser = HfArgumentParser((ModelArguments, DataTrainingArguments, SparseDistillConfig))
     if len(sys.argv) == 2 and sys.argv[1].endswith(".json"):
@@ -191,10 +196,12 @@ def main():
             .shuffle(seed=spd_args.seed)
             .select(range(min(data_args.max_train_samples, raw["train"].num_rows)))
         )
+    # Every dev set: "validation", and for MNLI also "validation_mismatched" (evaluated and reported beside it).
+    eval_splits = [name for name in raw if name != "train"]
     if data_args.max_eval_samples is not None:
-        raw["validation"] = raw["validation"].select(
-            range(min(data_args.max_eval_samples, raw["validation"].num_rows))
-        )
+        for name in eval_splits:
+            raw[name] = raw[name].select(range(min(data_args.max_eval_samples, raw[name].num_rows)))
+    extra_eval_splits = [name for name in eval_splits if name != "validation"]
 
     tokenizer_source = (
         model_args.tokenizer_name or spd_args.teacher_model_name_or_path or model_args.model_name_or_path
@@ -263,13 +270,19 @@ def main():
     # The dense teacher's score on the same data, for the results and the card (already known if fine-tuned here).
     if teacher_metrics is None:
         teacher_metrics = trainer.evaluate_teacher()
-    trainer.set_teacher_metrics(teacher_metrics)
-    results["teacher"] = teacher_metrics
+    results["teacher"] = dict(teacher_metrics)
+    for name in extra_eval_splits:
+        results["teacher"].update(trainer.evaluate_teacher(datasets[name], metric_key_prefix=eval_prefix(name)))
+    trainer.set_teacher_metrics(teacher_metrics)  # the card compares on the main dev set
     logger.info("dense teacher: %s", results["teacher"])
     train_result = trainer.train(resume_from_checkpoint=resume_from)
     results["spd_train"] = train_result.metrics
     results["spd_stage_seconds"] = trainer.stage_seconds
-    results["student"] = trainer.evaluate()
+    extra_student_metrics = {}
+    for name in extra_eval_splits:
+        extra_student_metrics.update(trainer.evaluate(datasets[name], metric_key_prefix=eval_prefix(name)))
+    # The main dev set last: the card reports the last evaluation.
+    results["student"] = {**trainer.evaluate(), **extra_student_metrics}
     # train_results.json, eval_results.json and trainer_state.json, as Trainer users expect them.
     trainer.save_metrics("train", train_result.metrics, combined=False)
     trainer.save_metrics("eval", results["student"], combined=False)

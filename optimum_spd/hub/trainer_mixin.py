@@ -27,8 +27,11 @@ class SPDHubMixin:
         """Record the dense teacher's evaluation (e.g. from its own fine-tune) for the card, instead of re-evaluating."""
         self.teacher_metrics = dict(metrics) if metrics is not None else None
 
-    def evaluate_teacher(self, eval_dataset=None) -> dict[str, float]:
-        """Evaluate the dense teacher with this trainer's data, collator and metrics (for the card's comparison)."""
+    def evaluate_teacher(self, eval_dataset=None, metric_key_prefix: str = "eval") -> dict[str, float]:
+        """Evaluate the dense teacher with this trainer's data, collator and metrics (for the card's comparison).
+
+        The result is recorded for the card (:meth:`set_teacher_metrics`) and returned.
+        """
         evaluator = Trainer(
             model=self.teacher_model,
             args=self.args,
@@ -37,7 +40,7 @@ class SPDHubMixin:
             compute_metrics=self.compute_metrics,
             processing_class=self.processing_class,
         )
-        self.set_teacher_metrics(evaluator.evaluate())
+        self.set_teacher_metrics(evaluator.evaluate(metric_key_prefix=metric_key_prefix))
         return self.teacher_metrics
 
     def create_model_card(

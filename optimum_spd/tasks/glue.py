@@ -18,6 +18,18 @@ METRIC_SCRIPT = str(Path(__file__).with_name("glue_metric.py"))
 
 
 @dataclass(frozen=True)
+class EvalSplit:
+    """One dev set of a task: MNLI has two (matched and mismatched), every other task one."""
+
+    name: str  # the split's name in the DatasetDict: "validation" is the one evaluated during training
+    file: str  # in the task's folder of the official GLUE download
+    hub_split: str  # in the Hub's nyu-mll/glue
+
+
+DEV_SPLITS = (EvalSplit("validation", "dev.tsv", "validation"),)
+
+
+@dataclass(frozen=True)
 class GlueTask:
     """Where a GLUE task's columns are and how it is scored."""
 
@@ -29,6 +41,7 @@ class GlueTask:
     column_names: tuple[str, ...] | None = None  # for files without a header row
     hub_text_columns: tuple[str, ...] | None = None  # column names in the Hub's nyu-mll/glue
     class_names: tuple[str, ...] = ()  # what each class id means (the Hub's nyu-mll/glue names), for id2label
+    eval_splits: tuple[EvalSplit, ...] = DEV_SPLITS
 
     @property
     def id2label(self) -> dict[int, str] | None:
@@ -61,6 +74,26 @@ GLUE_TASKS: dict[str, GlueTask] = {
     ),
     "stsb": GlueTask("STS-B", ("sentence1", "sentence2"), "score", 1),
     "rte": GlueTask("RTE", ("sentence1", "sentence2"), "label", 2, label_names=("entailment", "not_entailment")),
+    "qqp": GlueTask(
+        "QQP",
+        ("question1", "question2"),
+        "is_duplicate",
+        2,
+        class_names=("not_duplicate", "duplicate"),
+    ),
+    # The official files hold many parse columns, and dev has five annotator labels: the consensus is gold_label.
+    "mnli": GlueTask(
+        "MNLI",
+        ("sentence1", "sentence2"),
+        "gold_label",
+        3,
+        label_names=("entailment", "neutral", "contradiction"),
+        hub_text_columns=("premise", "hypothesis"),
+        eval_splits=(
+            EvalSplit("validation", "dev_matched.tsv", "validation_matched"),
+            EvalSplit("validation_mismatched", "dev_mismatched.tsv", "validation_mismatched"),
+        ),
+    ),
     "qnli": GlueTask("QNLI", ("question", "sentence"), "label", 2, label_names=("entailment", "not_entailment")),
     "wnli": GlueTask("WNLI", ("sentence1", "sentence2"), "label", 2, class_names=("not_entailment", "entailment")),
 }
@@ -80,39 +113,55 @@ def _normalise(dataset: DatasetDict, task: GlueTask, text_columns: tuple[str, ..
             row["label"] = int(label)
         return row
 
-    first_split = next(iter(dataset.values()))
-    converted = dataset.map(convert, remove_columns=first_split.column_names)
+    converted = DatasetDict(
+        {name: split.map(convert, remove_columns=split.column_names) for name, split in dataset.items()}
+    )
     label_feature = Value("float32") if task.is_regression else ClassLabel(num_classes=task.num_labels)
     return converted.cast_column("label", label_feature)
 
 
 def load_glue(task_name: str, data_dir: str | None = None, cache_dir: str | None = None) -> DatasetDict:
-    """Load ``train`` and ``validation`` of a GLUE task with columns ``sentence1`` (``sentence2``) and ``label``.
+    """Load ``train`` and the dev split(s) of a GLUE task, with columns ``sentence1`` (``sentence2``) and ``label``.
+
+    The dev set is ``validation``; MNLI also has ``validation_mismatched`` (``validation`` is its matched set).
 
     Args:
-        task_name: one of :data:`GLUE_TASKS` (``mrpc``, ``sst2``, ...).
-        data_dir: folder holding ``<TASK>/train.tsv`` and ``<TASK>/dev.tsv`` (the official GLUE layout). Without
-            it the task is loaded from the Hub (``nyu-mll/glue``), which needs network access.
+        task_name: one of :data:`GLUE_TASKS` (``mrpc``, ``sst2``, ``mnli``, ...).
+        data_dir: folder holding ``<TASK>/train.tsv`` and ``<TASK>/dev.tsv`` (the official GLUE layout; MNLI:
+            ``dev_matched.tsv`` and ``dev_mismatched.tsv``). Without it the task is loaded from the Hub
+            (``nyu-mll/glue``), which needs network access.
     """
     if task_name not in GLUE_TASKS:
         raise ValueError(f"task_name={task_name!r} is not a GLUE task; choose one of {sorted(GLUE_TASKS)}.")
     task = GLUE_TASKS[task_name]
     if data_dir is None:
-        dataset = load_dataset("nyu-mll/glue", task_name, cache_dir=cache_dir)
-        dataset = DatasetDict({"train": dataset["train"], "validation": dataset["validation"]})
+        hub = load_dataset("nyu-mll/glue", task_name, cache_dir=cache_dir)
+        dataset = DatasetDict(
+            {"train": hub["train"], **{split.name: hub[split.hub_split] for split in task.eval_splits}}
+        )
         text_columns = task.hub_text_columns or task.text_columns
         return _normalise(dataset, task, text_columns, "label")
     folder = os.path.join(data_dir, task.folder)
-    files = {"train": os.path.join(folder, "train.tsv"), "validation": os.path.join(folder, "dev.tsv")}
+    files = {
+        "train": os.path.join(folder, "train.tsv"),
+        **{s.name: os.path.join(folder, s.file) for s in task.eval_splits},
+    }
     missing = [path for path in files.values() if not os.path.isfile(path)]
     if missing:
+        expected = " and ".join(["train.tsv", *(f"{split.file}" for split in task.eval_splits)])
         raise FileNotFoundError(
-            f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/train.tsv and dev.tsv."
+            f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/{expected}."
         )
     read_options = dict(delimiter="\t", quoting=3, keep_default_na=False, encoding="utf-8-sig")
     if task.column_names:
         read_options["column_names"] = list(task.column_names)
-    dataset = load_dataset("csv", data_files=files, cache_dir=cache_dir, **read_options)
+    # One file at a time: MNLI's dev files have more columns than its train file (five annotator labels).
+    dataset = DatasetDict(
+        {
+            split: load_dataset("csv", data_files={split: path}, cache_dir=cache_dir, **read_options)[split]
+            for split, path in files.items()
+        }
+    )
     return _normalise(dataset, task, task.text_columns, task.label_column)
 
 
