@@ -11,7 +11,8 @@ dropped, the median of the others is reported with its ratio to dense PyTorch fp
 absolute logit difference to dense PyTorch fp32 over the timed inputs (padding included).
 
 Variants: ``dense`` (PyTorch fp32), ``csr`` (``to_sparse_inference``: pruned linears as CSR, int32 indices),
-``csr_int64`` (the same with torch's default int64 indices, for comparison), ``ort_fp32`` and ``ort_int8`` (the
+``csr_int64`` (the same with torch's default int64 indices, for comparison), ``native`` and ``native_int8``
+(``to_sparse_inference(kernel="native")``: this package's C kernel, uint16 indices, fp32 or int8 values), ``ort_fp32`` and ``ort_int8`` (the
 ``optimum-spd export`` graphs, ONNX Runtime CPU, ``ORT_ENABLE_ALL``; int8 = dynamic quantisation, per-channel int8
 weights), ``torch_int8`` (``torch.ao.quantization.quantize_dynamic`` of the linears) and ``bf16`` (autocast).
 
@@ -41,7 +42,7 @@ from optimum_spd.utils import write_json_atomically
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "inference.json")
 SHAPES = ((1, 16), (1, 128), (8, 128))
-VARIANTS = ("dense", "csr", "csr_int64", "ort_fp32", "ort_int8", "torch_int8", "bf16")
+VARIANTS = ("dense", "csr", "csr_int64", "native", "native_int8", "ort_fp32", "ort_int8", "torch_int8", "bf16")
 
 
 def build_model(name: str, sparsity: float) -> BertForSequenceClassification:
@@ -96,6 +97,10 @@ def main() -> None:
     to_sparse_inference(csr_model, min_sparsity=0.0)
     csr64_model = copy.deepcopy(dense)
     to_sparse_inference(csr64_model, min_sparsity=0.0, index_dtype=torch.int64)
+    native_models = {}
+    for name, int8 in (("native", False), ("native_int8", True)):
+        native_models[name] = copy.deepcopy(dense)
+        to_sparse_inference(native_models[name], min_sparsity=0.0, kernel="native", int8=int8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # torch.ao's deprecation notice
         int8_model = torch.ao.quantization.quantize_dynamic(copy.deepcopy(dense), {torch.nn.Linear}, torch.qint8)
@@ -107,6 +112,7 @@ def main() -> None:
             "dense": torch_runner(dense),
             "csr": torch_runner(csr_model),
             "csr_int64": torch_runner(csr64_model),
+            **{name: torch_runner(model) for name, model in native_models.items()},
             "ort_fp32": ort_runner(os.path.join(workdir, "onnx", "model.onnx"), threads),
             "ort_int8": ort_runner(os.path.join(workdir, "onnx", "model_int8.onnx"), threads),
             "torch_int8": torch_runner(int8_model),

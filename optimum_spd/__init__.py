@@ -2,7 +2,7 @@
 
 from .architectures import UnsupportedArchitectureError, find_layer_list, prunable_parameters
 from .configuration import PRESETS, SparseDistillConfig
-from .inference import CSRLinear, to_sparse_inference
+from .inference import CSRLinear, NativeCSRLinear, to_sparse_inference
 from .lora import AdapterError, load_lora_model, masked_lora, merge_dense, merge_sparse
 from .modeling import compress, decompress, register
 from .report import SparsityReport, sparsity_report
@@ -16,6 +16,7 @@ register()
 __all__ = [
     "AdapterError",
     "CSRLinear",
+    "NativeCSRLinear",
     "PRESETS",
     "SPDCallback",
     "SPDTrainer",

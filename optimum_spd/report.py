@@ -74,12 +74,12 @@ class SparsityReport:
 
 def _named_weights(model: nn.Module):
     """Parameters, plus the weights that sparse-inference modules hold as CSR tensors instead of parameters."""
-    from .inference import CSRLinear
+    from .inference import _SparseLinear
 
     yield from model.named_parameters()
     for name, module in model.named_modules():
-        if isinstance(module, CSRLinear):
-            yield f"{name}.weight", module.weight_csr.to_dense()
+        if isinstance(module, _SparseLinear):
+            yield f"{name}.weight", module.dense_weight()
 
 
 @torch.no_grad()

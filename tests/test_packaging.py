@@ -26,6 +26,7 @@ def test_wheel_builds_installs_and_runs_in_a_fresh_venv(tmp_path):
         metadata = email.message_from_bytes(archive.read(next(n for n in names if n.endswith(".dist-info/METADATA"))))
     # The card template (a symlink in the tree) is a real file in the wheel; no __init__.py claims optimum's namespace.
     assert "optimum_spd/hub/spd_model_card.md.j2" in names
+    assert "optimum_spd/csrc/csr_spmm.c" in names  # the native kernel's source, compiled on first use
     assert "optimum/commands/register/register_spd.py" in names
     assert not any(n in names for n in ("optimum/__init__.py", "optimum/commands/__init__.py"))
     assert not any(n.startswith(("tests/", "benchmarks/", "runs/")) for n in names)

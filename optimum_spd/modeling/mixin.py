@@ -125,11 +125,15 @@ class SPDModelMixin:
         dense.load_state_dict(self.state_dict())
         return dense.to(self.dtype).train(self.training)
 
-    def to_sparse_inference(self, min_sparsity: float = 0.8):
-        """Swap pruned linears at least ``min_sparsity`` sparse for CSR-backed ones (CPU inference); returns self."""
+    def to_sparse_inference(self, min_sparsity: float = 0.8, kernel: str = "torch", int8: bool = False):
+        """Swap pruned linears at least ``min_sparsity`` sparse for CSR-backed ones (CPU inference); returns self.
+
+        ``kernel`` and ``int8`` as in :func:`optimum_spd.to_sparse_inference` (``kernel="native"``: this package's
+        C kernel)."""
         from ..inference import to_sparse_inference
 
-        to_sparse_inference(self, targets=self.config.sparsity_config["targets"], min_sparsity=min_sparsity)
+        targets = self.config.sparsity_config["targets"]
+        to_sparse_inference(self, targets=targets, min_sparsity=min_sparsity, kernel=kernel, int8=int8)
         return self
 
 
