@@ -12,18 +12,23 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "examples", "text-classification", "run_glue_spd.py")
 
 
+def write_lines(data_dir, task_folder: str, split_file: str, lines: list[str]) -> None:
+    """One TSV file of the official GLUE layout: data_dir/<task_folder>/<split_file>.tsv."""
+    folder = os.path.join(data_dir, task_folder)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, f"{split_file}.tsv"), "w", encoding="utf-8") as handle:
+        handle.write("\n".join(lines) + "\n")
+
+
 def write_tiny_mrpc(data_dir, rows=24):
     """MRPC in the official layout: BOM, header, and an unbalanced quote that breaks default CSV quoting."""
-    folder = os.path.join(data_dir, "MRPC")
-    os.makedirs(folder, exist_ok=True)
     for split, count in (("train", rows), ("dev", rows // 2)):
         lines = ["\ufeffQuality\t#1 ID\t#2 ID\t#1 String\t#2 String"]
         for i in range(count):
             first = " ".join(WORDS[(i + j) % len(WORDS)] for j in range(3 + i % 5))
             second = '" ' + " ".join(WORDS[(2 * i + j) % len(WORDS)] for j in range(4))
             lines.append(f"{i % 2}\t{i}\t{i + 1000}\t{first}\t{second}")
-        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_lines(data_dir, "MRPC", split, lines)
 
 
 MNLI_PARSES = "sentence1_binary_parse\tsentence2_binary_parse\tsentence1_parse\tsentence2_parse"
@@ -32,8 +37,6 @@ MNLI_LABELS = ("entailment", "neutral", "contradiction")
 
 def write_tiny_mnli(data_dir, rows=18):
     """MNLI in the official layout: parse columns, one annotator label in train and five in dev, then gold_label."""
-    folder = os.path.join(data_dir, "MNLI")
-    os.makedirs(folder, exist_ok=True)
     for split, count, offset in (("train", rows, 0), ("dev_matched", rows // 2, 7), ("dev_mismatched", rows // 3, 31)):
         annotators = 1 if split == "train" else 5
         labels = "\t".join(f"label{k + 1}" for k in range(annotators))
@@ -45,21 +48,17 @@ def write_tiny_mnli(data_dir, rows=18):
             parses = "\t".join(f"( ( {text} ) )" for text in (first, second, first, second))
             votes = "\t".join([gold] * annotators)
             lines.append(f"{i}\t{i}\t{i}n\tfiction\t{parses}\t{first}\t{second}\t{votes}\t{gold}")
-        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_lines(data_dir, "MNLI", split, lines)
 
 
 def write_tiny_qqp(data_dir, rows=16):
     """QQP in the official layout: id, qid1, qid2, question1, question2, is_duplicate."""
-    folder = os.path.join(data_dir, "QQP")
-    os.makedirs(folder, exist_ok=True)
     for split, count in (("train", rows), ("dev", rows // 2)):
         lines = ["id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate"]
         for i in range(count):
             question = " ".join(WORDS[(5 * i + j) % len(WORDS)] for j in range(4))
             lines.append(f'{i}\t{2 * i}\t{2 * i + 1}\t{question} ?\t"{question} w1 ?\t{i % 2}')
-        with open(os.path.join(folder, f"{split}.tsv"), "w", encoding="utf-8") as handle:
-            handle.write("\n".join(lines) + "\n")
+        write_lines(data_dir, "QQP", split, lines)
 
 
 def test_mnli_and_qqp_in_the_official_layout(tmp_path):
@@ -178,62 +177,43 @@ def test_example_script_end_to_end(tmp_path):
     assert classifier("w1 w2 w3")[0]["label"] in {"not_equivalent", "equivalent"}
 
 
-def test_example_script_with_a_given_teacher(tmp_path):
-    """With --teacher_model_name_or_path the teacher is not re-trained, but evaluated by SPDTrainer.evaluate_teacher."""
-    write_tiny_mrpc(tmp_path / "glue")
+def run_with_given_teacher(tmp_path, task: str, num_labels: int = 2, batch_size: int = 8, max_steps: int = 8) -> dict:
+    """The example with --teacher_model_name_or_path (a frozen tiny random teacher) on the task's tiny files in
+    tmp_path/glue; returns its all_results.json."""
     tiny_tokenizer(str(tmp_path / "teacher")).save_pretrained(tmp_path / "teacher")
-    tiny_model(seed=5).save_pretrained(tmp_path / "teacher")
+    tiny_model(seed=5, num_labels=num_labels).save_pretrained(tmp_path / "teacher")
     output = tmp_path / "run"
-    command = [
-        sys.executable,
-        SCRIPT,
-        "--task_name",
-        "mrpc",
-        "--data_dir",
-        str(tmp_path / "glue"),
-        "--teacher_model_name_or_path",
-        str(tmp_path / "teacher"),
-        "--output_dir",
-        str(output),
-        "--max_steps",
-        "8",
-        "--per_device_train_batch_size",
-        "8",
-        "--target_sparsity",
-        "0.5",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
-        "--use_cpu",
-        "--disable_tqdm",
-        "true",
-        "--num_pruning_events",
-        "2",
-    ]
+    command = [sys.executable, SCRIPT, "--task_name", task, "--data_dir", str(tmp_path / "glue"),
+               "--teacher_model_name_or_path", str(tmp_path / "teacher"), "--output_dir", str(output),
+               "--max_steps", str(max_steps), "--per_device_train_batch_size", str(batch_size),
+               "--target_sparsity", "0.5", "--num_pruning_events", "2", "--report_to", "none",
+               "--save_strategy", "no", "--use_cpu", "--disable_tqdm", "true"]  # fmt: skip
     completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
     assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads((output / "all_results.json").read_text())
-    assert not (output / "teacher").exists()  # nothing was fine-tuned
-    # The teacher's reported score is its real score on the 12 dev rows (a frozen random model: any value, but exact).
+    return json.loads((output / "all_results.json").read_text())
+
+
+def teacher_accuracy(tmp_path, task: str, split: str) -> float:
+    """The frozen teacher's accuracy on a split, computed here by hand (a random model: any value, but exact)."""
     import torch
     from transformers import BertForSequenceClassification
 
     teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
-    dev = load_glue("mrpc", str(tmp_path / "glue"))["validation"]
+    dev = load_glue(task, str(tmp_path / "glue"))[split]
     tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
-    encoded = tokenizer(
-        list(dev["sentence1"]),
-        list(dev["sentence2"]),
-        padding=True,
-        truncation=True,
-        max_length=128,
-        return_tensors="pt",
-    )
+    encoded = tokenizer(list(dev["sentence1"]), list(dev["sentence2"]), padding=True, return_tensors="pt")
     with torch.no_grad():
         predictions = teacher(**encoded).logits.argmax(-1)
-    expected = float((predictions == torch.tensor(list(dev["label"]))).float().mean())
-    assert results["teacher"]["eval_accuracy"] == pytest.approx(expected)
+    return float((predictions == torch.tensor(list(dev["label"]))).float().mean())
+
+
+def test_example_script_with_a_given_teacher(tmp_path):
+    """With --teacher_model_name_or_path the teacher is not re-trained, but evaluated by SPDTrainer.evaluate_teacher."""
+    write_tiny_mrpc(tmp_path / "glue")
+    results = run_with_given_teacher(tmp_path, "mrpc")
+    assert not (tmp_path / "run" / "teacher").exists()  # nothing was fine-tuned
+    # The teacher's reported score is its real score on the 12 dev rows.
+    assert results["teacher"]["eval_accuracy"] == pytest.approx(teacher_accuracy(tmp_path, "mrpc", "validation"))
 
 
 def test_example_script_continues_from_the_last_checkpoint(tmp_path):
@@ -260,53 +240,12 @@ def test_example_script_continues_from_the_last_checkpoint(tmp_path):
 def test_example_script_reports_both_mnli_dev_sets(tmp_path):
     """MNLI: student and teacher scored on the matched and the mismatched dev set, as transformers' run_glue.py."""
     write_tiny_mnli(tmp_path / "glue")
-    tiny_tokenizer(str(tmp_path / "teacher")).save_pretrained(tmp_path / "teacher")
-    tiny_model(seed=3, num_labels=3).save_pretrained(tmp_path / "teacher")
-    output = tmp_path / "run"
-    command = [
-        sys.executable,
-        SCRIPT,
-        "--task_name",
-        "mnli",
-        "--data_dir",
-        str(tmp_path / "glue"),
-        "--teacher_model_name_or_path",
-        str(tmp_path / "teacher"),
-        "--output_dir",
-        str(output),
-        "--max_steps",
-        "4",
-        "--per_device_train_batch_size",
-        "6",
-        "--target_sparsity",
-        "0.5",
-        "--report_to",
-        "none",
-        "--save_strategy",
-        "no",
-        "--use_cpu",
-        "--disable_tqdm",
-        "true",
-        "--num_pruning_events",
-        "2",
-    ]
-    completed = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=REPO)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    results = json.loads((output / "all_results.json").read_text())
+    results = run_with_given_teacher(tmp_path, "mnli", num_labels=3, batch_size=6, max_steps=4)
     for model in ("teacher", "student"):
         assert {"eval_accuracy", "eval_mismatched_accuracy"} <= set(results[model]), results[model]
-    # The mismatched score is the frozen teacher's real accuracy on the 6 mismatched rows, not the matched set's.
-    import torch
-    from transformers import BertForSequenceClassification
-
-    teacher = BertForSequenceClassification.from_pretrained(tmp_path / "teacher").eval()
-    tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
-    for split, key in (("validation", "eval_accuracy"), ("validation_mismatched", "eval_mismatched_accuracy")):
-        dev = load_glue("mnli", str(tmp_path / "glue"))[split]
-        encoded = tokenizer(list(dev["sentence1"]), list(dev["sentence2"]), padding=True, return_tensors="pt")
-        with torch.no_grad():
-            predictions = teacher(**encoded).logits.argmax(-1)
-        expected = float((predictions == torch.tensor(list(dev["label"]))).float().mean())
-        assert results["teacher"][key] == pytest.approx(expected)
+    # Each score is the frozen teacher's real accuracy on its own dev set (9 matched rows, 6 mismatched ones).
+    assert results["teacher"]["eval_accuracy"] == pytest.approx(teacher_accuracy(tmp_path, "mnli", "validation"))
+    mismatched = teacher_accuracy(tmp_path, "mnli", "validation_mismatched")
+    assert results["teacher"]["eval_mismatched_accuracy"] == pytest.approx(mismatched)
     # The card compares student and teacher on the matched set (the run's main dev set).
-    assert "mismatched" not in (output / "README.md").read_text()
+    assert "mismatched" not in (tmp_path / "run" / "README.md").read_text()
