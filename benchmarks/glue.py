@@ -20,7 +20,9 @@ Ablations run only when named (see ``ABLATIONS``): SPD without the two reference
 (``spd_paper_no_fidelity``: non-grafted layers stand still, regression distils to the teacher), SPD that also
 trains the embeddings, pooler and classifier as the GMP baselines do (``spd_paper_all_params``), that plus the
 gold-label term (``spd_paper_all_params_gold``), and that with the reference's high grafting rate from the start
-(``spd_p08_all_params_gold``: p = 0.8 in stage I, then the ramp to 1).
+(``spd_p08_all_params_gold``: p = 0.8 in stage I, then the ramp to 1). ``spd_p08_kd`` is GMP+KD's recipe with
+grafting added (p = 0.8, then the ramp to 1): the same loss terms (no attention term; for regression the logit
+term matches the teacher and gold comes from the label term), so grafting is the only difference between them.
 
 Tuning: ``--learning_rates`` runs every method at every rate given; ``--tuned_lr`` instead runs each method at the
 rate whose ``--tuning_seed`` run scored best (last evaluation, headline metric) among the grid results already in
@@ -126,7 +128,15 @@ METHODS: dict[str, dict[str, object]] = {
         preset="paper", replacing_rate=0.8, train_embeddings_and_head=True, hard_label_weight=1.0
     ),
 }
-ABLATIONS = ("spd_paper_no_fidelity", "spd_paper_all_params", "spd_paper_all_params_gold", "spd_p08_all_params_gold")
+# GMP+KD plus grafting and nothing else: does progressive grafting itself help?
+METHODS["spd_p08_kd"] = {**METHODS["gmp_kd"], "replacing_rate": 0.8, "replacing_schedule": "linear"}
+ABLATIONS = (
+    "spd_paper_no_fidelity",
+    "spd_paper_all_params",
+    "spd_paper_all_params_gold",
+    "spd_p08_all_params_gold",
+    "spd_p08_kd",
+)
 ONE_SHOT = "one_shot"  # no training: not an SPDTrainer recipe, so not in METHODS
 METHOD_ORDER = (ONE_SHOT, *METHODS)
 DEFAULT_METHODS = [method for method in METHOD_ORDER if method not in ABLATIONS]
@@ -140,6 +150,7 @@ METHOD_LABELS = {
     "spd_paper_all_params": "SPD (paper) + trains all",
     "spd_paper_all_params_gold": "SPD (paper) + trains all + gold",
     "spd_p08_all_params_gold": "SPD (p=0.8 then ramp) + trains all + gold",
+    "spd_p08_kd": "SPD (p=0.8 then ramp) with GMP+KD's losses",
 }
 
 
