@@ -126,7 +126,7 @@ class NativeCSRLinear(_SparseLinear):
             csr = weight.detach().float().cpu().to_sparse_csr()
         self.row_ptr = csr.crow_indices().to(torch.int32)
         self.col = csr.col_indices().to(torch.uint16)
-        values = csr.values().contiguous()
+        values = csr.values().clone()  # not a view: a view would keep the sparse tensor alive as its base
         self.scale = None
         if self.int8:
             row_of_value = torch.repeat_interleave(torch.arange(weight.shape[0]), self.row_ptr.diff().long())
