@@ -16,6 +16,8 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
+from .sparse_kernel import csr_matmul, load_kernel
+
 
 def _to_csr(weight: torch.Tensor, index_dtype: torch.dtype = torch.int32) -> torch.Tensor:
     """CSR with ``index_dtype`` indices: int32 (half of torch's default int64 index traffic) whenever they fit."""
@@ -152,8 +154,6 @@ class NativeCSRLinear(_SparseLinear):
         return self.values.numel()
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        from .sparse_kernel import csr_matmul
-
         if hidden.dtype != torch.float32 or hidden.device.type != "cpu":
             raise TypeError(
                 f"NativeCSRLinear runs fp32 activations on the CPU; got {hidden.dtype} on {hidden.device}. Use "
@@ -197,8 +197,6 @@ def to_sparse_inference(
     if int8 and kernel != "native":
         raise ValueError("int8=True needs kernel='native' (torch's CSR product has no int8 kernel).")
     if kernel == "native":
-        from .sparse_kernel import load_kernel
-
         load_kernel()  # build it now: a missing compiler is reported here, not in the middle of a forward pass
     from .architectures import prunable_parameters
 
