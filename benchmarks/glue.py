@@ -540,12 +540,7 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
     figure, axes = plt.subplots(
         1, len(sparsities), figsize=(6.5 * len(sparsities), 4.2), squeeze=False, constrained_layout=True
     )
-    colours = dict(
-        zip(
-            METHODS,
-            ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:grey", "tab:purple", "tab:brown", "tab:pink"),
-        )
-    )
+    colours = {method: f"C{index % 10}" for index, method in enumerate(METHODS)}  # matplotlib's 10-colour cycle
     for axis, sparsity in zip(axes[0], sparsities):
         for floor in (r for r in results if r["sparsity"] == sparsity and r["method"] == ONE_SHOT):
             axis.axhline(
