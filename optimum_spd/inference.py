@@ -123,28 +123,27 @@ class NativeCSRLinear(_SparseLinear):
         super().__init__(linear)
 
     def set_weight(self, weight: torch.Tensor) -> None:
+        weight = weight.detach().float().cpu()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-            csr = weight.detach().float().cpu().to_sparse_csr()
+            csr = weight.to_sparse_csr()
         self.row_ptr = csr.crow_indices().to(torch.int32)
         self.col = csr.col_indices().to(torch.uint16)
         values = csr.values().clone()  # not a view: a view would keep the sparse tensor alive as its base
         self.scale = None
         if self.int8:
-            row_of_value = torch.repeat_interleave(torch.arange(weight.shape[0]), self.row_ptr.diff().long())
-            self.scale = (weight.detach().float().cpu().abs().amax(dim=1) / 127).clamp_min(
-                torch.finfo(torch.float32).tiny
-            )
-            values = torch.round(values / self.scale[row_of_value]).clamp(-127, 127).to(torch.int8)
+            self.scale = (weight.abs().amax(dim=1) / 127).clamp_min(torch.finfo(torch.float32).tiny)
+            values = torch.round(values / self._scale_per_value()).clamp(-127, 127).to(torch.int8)
         self.values = values
+
+    def _scale_per_value(self) -> torch.Tensor:
+        """The int8 scale of each stored value's row."""
+        return torch.repeat_interleave(self.scale, self.row_ptr.diff().long())
 
     def dense_weight(self) -> torch.Tensor:
         values = self.values.float()
         if self.scale is not None:
-            values = (
-                values
-                * self.scale[torch.repeat_interleave(torch.arange(self.out_features), self.row_ptr.diff().long())]
-            )
+            values = values * self._scale_per_value()
         return torch.sparse_csr_tensor(
             self.row_ptr.long(), self.col.long(), values, (self.out_features, self.in_features)
         ).to_dense()

@@ -102,15 +102,6 @@ def load_kernel() -> ctypes.CDLL:
     return library
 
 
-def kernel_available() -> bool:
-    """Whether the native kernel builds and loads on this machine."""
-    try:
-        load_kernel()
-    except (KernelUnavailableError, OSError):
-        return False
-    return True
-
-
 _scratch = threading.local()  # per thread: the transposed activations, reused across calls (grown when too small)
 
 

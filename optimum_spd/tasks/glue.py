@@ -148,7 +148,7 @@ def load_glue(task_name: str, data_dir: str | None = None, cache_dir: str | None
     }
     missing = [path for path in files.values() if not os.path.isfile(path)]
     if missing:
-        expected = " and ".join(["train.tsv", *(f"{split.file}" for split in task.eval_splits)])
+        expected = " and ".join(["train.tsv", *(split.file for split in task.eval_splits)])
         raise FileNotFoundError(
             f"GLUE task {task_name}: missing {missing}; data_dir must hold {task.folder}/{expected}."
         )
