@@ -32,7 +32,11 @@ torch.set_num_threads(2)
 
 @pytest.fixture
 def spd_args(tmp_path):
-    """Factory for a small, CPU-only SparseDistillConfig writing under tmp_path."""
+    """Factory for a small SparseDistillConfig writing under tmp_path.
+
+    CPU-only unless ``SPD_TEST_DEVICE=cuda``: then the trainer tests run on the GPU (Trainer's own device choice),
+    which is how the suite checks that SPD's state (masks, grafting, losses) follows the model to an accelerator.
+    """
     from optimum_spd import SparseDistillConfig
 
     def make(**overrides):
@@ -44,7 +48,7 @@ def spd_args(tmp_path):
             logging_steps=1,
             report_to=[],
             save_strategy="no",
-            use_cpu=True,
+            use_cpu=os.environ.get("SPD_TEST_DEVICE", "cpu") == "cpu",
             seed=0,
             target_sparsity=0.8,
             check_sparsity_invariant=True,

@@ -94,3 +94,21 @@ def test_state_dict_round_trip_and_mismatch():
     assert all(torch.equal(restored.keep[name], masks.keep[name]) for name in weights)
     with pytest.raises(ValueError, match="do not match the pruned weights"):
         PruningMasks({"c": nn.Parameter(torch.randn(2, 2))}).load_state_dict(state)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device (run the suite on a GPU machine)")
+def test_masks_follow_their_weights_when_the_model_moves_to_cuda():
+    # Trainer builds nothing on the GPU before train(): the masks are made on the CPU, then the model moves.
+    layer = nn.Linear(16, 16)
+    masks = PruningMasks({"weight": layer.weight})
+    masks.update(0.5)
+    layer.to("cuda")
+    layer.weight.grad = torch.ones_like(layer.weight)
+    layer.weight.data.fill_(1.0)
+    masks.apply_to_gradients()
+    masks.apply_to_weights()
+    masks.update(0.75)
+    assert masks.keep["weight"].device == layer.weight.device
+    assert masks.violations() == {}
+    assert int((layer.weight == 0).sum()) == num_to_prune(256, 0.75)
+    assert int((layer.weight.grad == 0).sum()) == num_to_prune(256, 0.5)

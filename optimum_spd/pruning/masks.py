@@ -62,6 +62,18 @@ class PruningMasks:
         self.keep = {name: torch.ones_like(param, dtype=torch.bool) for name, param in self.parameters.items()}
         self.sparsity = 0.0  # the target the masks were last computed for
 
+    def _keep_beside(self, name: str) -> torch.Tensor:
+        """The mask of ``name`` on its weight's current device.
+
+        Masks are built where the model is when the trainer is created (usually the CPU); Trainer moves the model to
+        its device only when training starts, so a mask follows its weight the first time it is used there.
+        """
+        keep = self.keep[name]
+        device = self.parameters[name].device
+        if keep.device != device:
+            keep = self.keep[name] = keep.to(device)
+        return keep
+
     @torch.no_grad()
     def update(self, sparsity: float) -> None:
         """Shrink every mask so that its matrix keeps exactly its top ``1 - sparsity`` weights by magnitude.
@@ -71,7 +83,7 @@ class PruningMasks:
         if sparsity < self.sparsity:
             raise ValueError(f"masks are monotone: cannot go from sparsity {self.sparsity} back to {sparsity}.")
         for name, param in self.parameters.items():
-            keep = self.keep[name]
+            keep = self._keep_beside(name)
             keep_count = param.numel() - num_to_prune(param.numel(), sparsity)
             scores = param.detach().abs().float().masked_fill(~keep, -1.0).flatten()
             new_keep = torch.zeros(param.numel(), dtype=torch.bool, device=param.device)
@@ -84,14 +96,14 @@ class PruningMasks:
     def apply_to_weights(self) -> None:
         """Zero every pruned weight in place."""
         for name, param in self.parameters.items():
-            param.masked_fill_(~self.keep[name], 0)
+            param.masked_fill_(~self._keep_beside(name), 0)
 
     @torch.no_grad()
     def apply_to_gradients(self) -> None:
         """Zero the gradient of every pruned weight so the optimizer never sees a signal there."""
         for name, param in self.parameters.items():
             if param.grad is not None:
-                param.grad.masked_fill_(~self.keep[name], 0)
+                param.grad.masked_fill_(~self._keep_beside(name), 0)
 
     @torch.no_grad()
     def apply_to_optimizer_state(self, optimizer: torch.optim.Optimizer) -> None:
@@ -99,7 +111,7 @@ class PruningMasks:
         for name, param in self.parameters.items():
             for value in optimizer.state.get(param, {}).values():
                 if isinstance(value, torch.Tensor) and value.shape == param.shape:
-                    value.masked_fill_(~self.keep[name], 0)
+                    value.masked_fill_(~self._keep_beside(name), 0)
 
     def measured_sparsity(self) -> float:
         """Fraction of zeros over all targeted weights, measured on the weights themselves."""
@@ -111,7 +123,7 @@ class PruningMasks:
         """Number of pruned positions that are not exactly zero, per weight (empty when the invariant holds)."""
         found = {}
         for name, param in self.parameters.items():
-            count = int((param.detach()[~self.keep[name]] != 0).sum())
+            count = int((param.detach()[~self._keep_beside(name)] != 0).sum())
             if count:
                 found[name] = count
         return found
