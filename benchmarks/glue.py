@@ -613,7 +613,8 @@ def main() -> None:
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
     cli = parser.parse_args()
-    cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
+    if not cli.report_only:
+        cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     runs_dir = os.path.join(cli.results_dir, "glue")
     os.makedirs(runs_dir, exist_ok=True)
     transformers.utils.logging.set_verbosity_warning()

@@ -111,11 +111,11 @@ def test_teacher_placement_and_frozen_parts(spd_args):
     trainer.train()
     for name, param in model.named_parameters():
         if ".encoder.layer." not in name:
-            assert torch.equal(param, before[name]), (
+            assert torch.equal(param.cpu(), before[name]), (
                 f"{name} should be frozen (embeddings and head stay the teacher's)"
             )
-    assert any(not torch.equal(p, before[n]) for n, p in model.named_parameters() if ".encoder.layer." in n)
-    assert all(torch.equal(p, teacher_before[n]) for n, p in teacher.named_parameters())
+    assert any(not torch.equal(p.cpu(), before[n]) for n, p in model.named_parameters() if ".encoder.layer." in n)
+    assert all(torch.equal(p.cpu(), teacher_before[n]) for n, p in teacher.named_parameters())
 
 
 def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args):
@@ -128,10 +128,10 @@ def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args
         changed = [
             name
             for name, param in model.named_parameters()
-            if name.startswith(prefix) and not torch.equal(param, before[name])
+            if name.startswith(prefix) and not torch.equal(param.cpu(), before[name])
         ]
         assert changed, f"{prefix} should train with train_embeddings_and_head=True"
-    assert all(torch.equal(p, teacher_before[n]) for n, p in trainer.teacher_model.named_parameters())
+    assert all(torch.equal(p.cpu(), teacher_before[n]) for n, p in trainer.teacher_model.named_parameters())
 
 
 def test_gold_label_only_training_skips_the_teacher_forward(spd_args):
@@ -166,10 +166,11 @@ def test_evaluation_runs_the_student_only(spd_args):
     batch = tiny_dataset(16, seed=1)
     with torch.no_grad():
         trainer.model.eval()
+        device = trainer.model.device  # the GPU when the suite runs with SPD_TEST_DEVICE=cuda
         outputs = trainer.model(
-            input_ids=torch.tensor(batch["input_ids"]),
-            attention_mask=torch.tensor(batch["attention_mask"]),
-            labels=torch.tensor(batch["labels"]),
+            input_ids=torch.tensor(batch["input_ids"], device=device),
+            attention_mask=torch.tensor(batch["attention_mask"], device=device),
+            labels=torch.tensor(batch["labels"], device=device),
         )
     assert metrics["eval_loss"] == pytest.approx(float(outputs.loss), rel=1e-5)
 
