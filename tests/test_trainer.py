@@ -107,7 +107,7 @@ def test_teacher_placement_and_frozen_parts(spd_args):
     assert teacher is not model and not teacher.training
     assert all(not p.requires_grad for p in teacher.parameters())
     assert next(teacher.parameters()).device == next(model.parameters()).device
-    teacher_before = {name: param.detach().clone() for name, param in teacher.named_parameters()}
+    teacher_before = {name: param.detach().cpu().clone() for name, param in teacher.named_parameters()}
     trainer.train()
     for name, param in model.named_parameters():
         if ".encoder.layer." not in name:
@@ -122,7 +122,7 @@ def test_train_embeddings_and_head_unfreezes_everything_but_the_teacher(spd_args
     model = tiny_model()
     before = {name: param.detach().clone() for name, param in model.named_parameters()}
     trainer = make_trainer(spd_args, model=model, max_steps=10, target_sparsity=0.5, train_embeddings_and_head=True)
-    teacher_before = {name: param.detach().clone() for name, param in trainer.teacher_model.named_parameters()}
+    teacher_before = {name: param.detach().cpu().clone() for name, param in trainer.teacher_model.named_parameters()}
     trainer.train()
     for prefix in ("bert.embeddings.word_embeddings", "bert.pooler", "classifier"):
         changed = [
