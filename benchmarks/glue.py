@@ -178,11 +178,11 @@ def _code_state() -> dict[str, object]:
         except OSError:
             return ""
 
-    commit = git("rev-parse", "HEAD")
-    if not commit:  # a copy of the tree without its .git (e.g. sent to a GPU machine): whoever copied it says
-        return {"git_commit": os.environ.get("GLUE_SOURCE_COMMIT", ""), "git_dirty": None}
     # Tracked changes only: untracked files (result JSONs of this very study, test scratch files) are not code.
-    return {"git_commit": commit, "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    return {
+        "git_commit": git("rev-parse", "HEAD"),
+        "git_dirty": bool(git("status", "--porcelain", "--untracked-files=no")),
+    }
 
 
 CODE_STATE = _code_state()

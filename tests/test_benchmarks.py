@@ -175,3 +175,31 @@ def test_augmented_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
     plain, augmented = fake_result("gmp_kd", 0.70), {**fake_result("gmp_kd", 0.74), "augment_copies": 2}
     rows = glue_benchmark.results_table([plain, augmented]).splitlines()[2:]
     assert len(rows) == 2 and "GMP+KD + 2 augmented copies/row" in rows[1] and "augmented" not in rows[0]
+
+
+def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
+    # The study script's plan, recorded by a stand-in interpreter instead of running glue.py.
+    import subprocess
+
+    calls = tmp_path / "calls.txt"
+    recorder = tmp_path / "python"
+    recorder.write_text(f'#!/bin/sh\nshift\necho "$@" >> {calls}\n')
+    recorder.chmod(0o755)
+    env = dict(os.environ, PYTHON=str(recorder), JOBS="1", METHODS="gmp spd_paper", LEARNING_RATES="3e-4 1e-3")
+    script = os.path.join(HERE, "..", "benchmarks", "glue_study.sh")
+    subprocess.run(["bash", script, "stsb:0.8", "--", "--work_dir", "w"], env=env, check=True, capture_output=True)
+    lines = calls.read_text().splitlines()
+    assert all(line.endswith("--work_dir w") for line in lines)  # the shared options reach every run
+    at = "--tasks stsb --sparsities 0.8"
+    grid = [
+        f"{at} --methods {m} --learning_rates {r} --seeds 0" for m in ("gmp", "spd_paper") for r in ("3e-4", "1e-3")
+    ]
+    tuned = [
+        f"{at} --methods {m} --tuned_lr --tuning_seed 0 --seeds {s}" for m in ("gmp", "spd_paper") for s in (1, 2)
+    ]
+    bf16 = [f"{at} --methods spd_paper --tuned_lr --tuning_seed 0 --seeds {s} --bf16" for s in (0, 1, 2)]
+    expected = [f"{at} --methods one_shot", *grid, *tuned, *bf16, "--report_only"]
+    assert [line.removesuffix(" --work_dir w") for line in lines] == expected
+
+    usage = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
+    assert usage.returncode == 2 and "<task>:<sparsity>" in usage.stderr
