@@ -114,6 +114,30 @@ def test_results_table_and_plot(glue_benchmark, tmp_path):
     assert path.read_bytes().startswith(b"\x89PNG")
 
 
+def test_plot_shows_each_method_at_its_most_seeded_rate_as_a_mean_curve(glue_benchmark):
+    def at(rate, method, accuracy, seed):
+        return {**fake_result(method, accuracy, seed=seed), "learning_rate": rate}
+
+    results = [
+        at(1e-4, "gmp", 0.90, 0),  # the best single run, but one seed only
+        at(3e-4, "gmp", 0.70, 0),
+        at(3e-4, "gmp", 0.72, 1),
+        at(1e-4, "spd_paper", 0.70, 0),  # a tie on seeds goes to the better mean
+        at(3e-4, "spd_paper", 0.75, 0),
+        {**at(3e-4, "spd_paper", 0.60, 0), "precision": "bf16"},  # a variant of its own
+    ]
+    chosen = glue_benchmark.plotted_runs(results, "mrpc")
+    assert {key: [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
+        ("gmp", "fp32", 0): [3e-4, 3e-4],
+        ("spd_paper", "fp32", 0): [3e-4],
+        ("spd_paper", "bf16", 0): [3e-4],
+    }
+    runs = chosen["gmp", "fp32", 0]
+    runs[1]["log_history"] = [*runs[1]["log_history"], {"step": 20, "eval_loss": 0.9}]  # a final evaluation
+    # Mean over the runs, the last entry per step of each run (the final evaluation replaces the epoch's).
+    assert glue_benchmark.mean_curve(runs, "eval_loss") == [(10, 0.6), (20, pytest.approx(0.8))]
+
+
 def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tmp_path):
     teacher_dir = tmp_path / "teacher"
     teacher = tiny_model()
