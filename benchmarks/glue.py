@@ -531,17 +531,17 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
 
 def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
     """Per method (and precision and transfer-data variant): the runs at its most-seeded rate (the tuned one once
-    seeds are in; ties go to the better mean headline). The rest of the grid is in the table, not on the plot."""
-    groups: dict[tuple, list[dict]] = {}
-    for result in results:
-        variant = (result["method"], result.get("precision", "fp32"), result.get("augment_copies", 0))
-        groups.setdefault((*variant, result["learning_rate"]), []).append(result)
+    seeds are in; ties go to the better mean headline). The rest of the grid is in the table, not on the plot.
+    Groups come from `group_runs`, so runs against different teachers are never averaged here either."""
+
+    def rank(runs: list[dict]) -> tuple[int, float]:
+        return len(runs), statistics.mean(r["final"][headline_key(task)] for r in runs)
+
     chosen: dict[tuple, list[dict]] = {}
-    for key, runs in groups.items():
-        rank = (len(runs), statistics.mean(r["final"][headline_key(task)] for r in runs))
-        held = chosen.get(key[:3])
-        if held is None or rank > (len(held), statistics.mean(r["final"][headline_key(task)] for r in held)):
-            chosen[key[:3]] = runs
+    for (_, _, method, _, precision, augment_copies, _), runs in group_runs(results).items():
+        variant = (method, precision, augment_copies)
+        if variant not in chosen or rank(runs) > rank(chosen[variant]):
+            chosen[variant] = runs
     return chosen
 
 

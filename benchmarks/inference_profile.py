@@ -30,11 +30,14 @@ SHAPES = ((1, 16), (1, 128))
 WHOLE = "whole forward"
 
 
+def leaves(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The modules with no children: the ones whose forward does the work."""
+    return [module for module in model.modules() if next(module.children(), None) is None]
+
+
 def label_leaves(model: torch.nn.Module) -> None:
     """Wrap each leaf module's forward in a profiler range named after its class."""
-    for module in model.modules():
-        if next(module.children(), None) is not None:
-            continue
+    for module in leaves(model):
         forward, name = module.forward, type(module).__name__
 
         def labelled(*args, _forward=forward, _name=name, **kwargs):
@@ -53,7 +56,7 @@ def profile(model: torch.nn.Module, inputs: dict[str, torch.Tensor], calls: int)
             for _ in range(calls):
                 with torch.profiler.record_function(WHOLE):
                     model(**inputs)
-    leaf_names = {type(m).__name__ for m in model.modules() if next(m.children(), None) is None}
+    leaf_names = {type(module).__name__ for module in leaves(model)}
     totals: dict[str, float] = defaultdict(float)
     for event in profiler.key_averages():
         if event.key in leaf_names or event.key == WHOLE:
