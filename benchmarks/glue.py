@@ -166,7 +166,11 @@ def run_name(
 
 def run_suffix(cli) -> str:
     """What a run's name (result JSON and work folder) adds for its precision and transfer data."""
-    return ("-bf16" if cli.bf16 else "") + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
+    return (
+        ("-bf16" if cli.bf16 else "")
+        + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
+        + (f"-x{cli.budget_scale:g}" if cli.budget_scale != 1 else "")
+    )
 
 
 def _code_state() -> dict[str, object]:
@@ -324,6 +328,7 @@ def run_method(
         precision="bf16" if cli.bf16 else "fp32",
         optim=cli.optim,
         augment_copies=cli.augment_copies,
+        budget_scale=cli.budget_scale,
         num_train_rows=datasets["train"].num_rows,
         optimizer_steps=trainer.state.global_step,
         log_history=trainer.state.log_history,
@@ -441,7 +446,7 @@ def mean_std(values: list[float]) -> str:
 
 def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
     """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision, augmented
-    copies per row, teacher).
+    copies per row, budget scale, teacher).
 
     The teacher's headline score is part of the key: runs against different teachers are never averaged together.
     """
@@ -455,6 +460,7 @@ def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
             result.get("learning_rate"),
             result.get("precision", "fp32"),
             result.get("augment_copies", 0),
+            result.get("budget_scale", 1),
             round(result["teacher"][headline_key(result["task"])], 6),
         )
         groups.setdefault(key, []).append(result)
@@ -466,6 +472,7 @@ def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
                 item[0][1],
                 order.get(item[0][2], 99),
                 item[0][5],
+                item[0][6],
                 item[0][3] or 0,
                 item[0][4],
             ),
@@ -473,9 +480,13 @@ def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
     )
 
 
-def method_label(method: str, augment_copies: int = 0) -> str:
-    """The table's name of a method, with its transfer data when it had some."""
-    return METHOD_LABELS[method] + (f" + {augment_copies} augmented copies/row" if augment_copies else "")
+def method_label(method: str, augment_copies: int = 0, budget_scale: float = 1) -> str:
+    """The table's name of a method, with its transfer data and its longer budget when it had them."""
+    return (
+        METHOD_LABELS[method]
+        + (f" + {augment_copies} augmented copies/row" if augment_copies else "")
+        + (f", {budget_scale:g}× epochs" if budget_scale != 1 else "")
+    )
 
 
 def results_table(results: list[dict]) -> str:
@@ -486,7 +497,7 @@ def results_table(results: list[dict]) -> str:
         "train time (s) | steps |",
         "| --- | ---: | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, sparsity, method, learning_rate, precision, augment, _), runs in group_runs(results).items():
+    for (task, sparsity, method, learning_rate, precision, augment, scale, _), runs in group_runs(results).items():
         names = BUDGETS[task].metrics
         teacher = runs[0]["teacher"]
         last = " / ".join(mean_std([run["final"][f"eval_{name}"] for run in runs]) for name in names)
@@ -501,7 +512,7 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {sparsity:.0%} | {method_label(method, augment)} | {'' if learning_rate is None else f'{learning_rate:g}'} "
+            f"| {task} | {sparsity:.0%} | {method_label(method, augment, scale)} | {'' if learning_rate is None else f'{learning_rate:g}'} "
             f"| {precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
@@ -519,7 +530,9 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
         for r in results
         if (r["task"], r["sparsity"], r["method"], r["seed"]) == (task, sparsity, method, seed)
         and r.get("precision", "fp32") == "fp32"
-        and not r.get("augment_copies")  # the rate is tuned once, without transfer data, for every variant
+        # The rate is tuned once, without transfer data and at the task's budget, for every variant.
+        and not r.get("augment_copies")
+        and r.get("budget_scale", 1) == 1
     ]
     if not grid:
         raise SystemExit(
@@ -538,8 +551,8 @@ def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
         return len(runs), statistics.mean(r["final"][headline_key(task)] for r in runs)
 
     chosen: dict[tuple, list[dict]] = {}
-    for (_, _, method, _, precision, augment_copies, _), runs in group_runs(results).items():
-        variant = (method, precision, augment_copies)
+    for (_, _, method, _, precision, augment_copies, budget_scale, _), runs in group_runs(results).items():
+        variant = (method, precision, augment_copies, budget_scale)
         if variant not in chosen or rank(runs) > rank(chosen[variant]):
             chosen[variant] = runs
     return chosen
@@ -575,8 +588,8 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
             )
         trained = [r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS]
         final_eval_losses = []
-        for (method, precision, augment_copies), runs in plotted_runs(trained, task).items():
-            label = f"{method_label(method, augment_copies)}{' bf16' if precision == 'bf16' else ''}"
+        for (method, precision, augment_copies, budget_scale), runs in plotted_runs(trained, task).items():
+            label = f"{method_label(method, augment_copies, budget_scale)}{' bf16' if precision == 'bf16' else ''}"
             label += f", lr {runs[0]['learning_rate']:g}, {len(runs)} seed{'s' if len(runs) > 1 else ''}"
             marker = "s-" if precision == "bf16" else "o-"
             train, evals = mean_curve(runs, "loss_hard_label"), mean_curve(runs, "eval_loss")
@@ -643,6 +656,12 @@ def main() -> None:
         "methods without teacher terms (gmp, one_shot) are skipped",
     )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
+    parser.add_argument(
+        "--budget_scale",
+        type=float,
+        default=1.0,
+        help="multiply every pruning run's epochs (the teacher keeps its own): the longer-budget point of issue 11",
+    )
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
@@ -664,6 +683,7 @@ def main() -> None:
                     teacher_epochs=cli.epochs or budget.teacher_epochs,
                     max_train_samples=cli.max_train_samples or budget.max_train_samples,
                 )
+            budget = replace(budget, epochs=budget.epochs * cli.budget_scale)
             datasets = load_task(task, cli.data_dir, tokenizer, budget, TEACHER_SEED)
             compute_metrics = glue_compute_metrics(task)
             teacher_dir, teacher = ensure_teacher(task, budget, datasets, tokenizer, compute_metrics, cli)

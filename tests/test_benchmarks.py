@@ -128,11 +128,11 @@ def test_plot_shows_each_method_at_its_most_seeded_rate_as_a_mean_curve(glue_ben
     ]
     chosen = glue_benchmark.plotted_runs(results, "mrpc")
     assert {key: [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
-        ("gmp", "fp32", 0): [3e-4, 3e-4],
-        ("spd_paper", "fp32", 0): [3e-4],
-        ("spd_paper", "bf16", 0): [3e-4],
+        ("gmp", "fp32", 0, 1): [3e-4, 3e-4],
+        ("spd_paper", "fp32", 0, 1): [3e-4],
+        ("spd_paper", "bf16", 0, 1): [3e-4],
     }
-    runs = chosen["gmp", "fp32", 0]
+    runs = chosen["gmp", "fp32", 0, 1]
     runs[1]["log_history"] = [*runs[1]["log_history"], {"step": 20, "eval_loss": 0.9}]  # a final evaluation
     # Mean over the runs, the last entry per step of each run (the final evaluation replaces the epoch's).
     assert glue_benchmark.mean_curve(runs, "eval_loss") == [(10, 0.6), (20, pytest.approx(0.8))]
@@ -189,16 +189,24 @@ def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchma
     assert glue_benchmark.best_evaluation(result) == 0.72
 
 
-def test_augmented_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
+def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
     class Cli:
-        bf16, augment_copies, tuned_lr, learning_rates, seeds = False, 2, False, [1e-4], [0]
+        bf16, augment_copies, budget_scale, tuned_lr, learning_rates, seeds = False, 2, 1.0, False, [1e-4], [0]
 
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
     assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2"]
     assert glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, []) == []  # no teacher term to distil with
+    Cli.augment_copies, Cli.budget_scale = 0, 3.0
+    names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, [])]
+    assert names == ["mrpc-s80-gmp-lr1.0e-04-seed0-x3"]
     plain, augmented = fake_result("gmp_kd", 0.70), {**fake_result("gmp_kd", 0.74), "augment_copies": 2}
-    rows = glue_benchmark.results_table([plain, augmented]).splitlines()[2:]
-    assert len(rows) == 2 and "GMP+KD + 2 augmented copies/row" in rows[1] and "augmented" not in rows[0]
+    longer = {**fake_result("gmp_kd", 0.99), "budget_scale": 3.0, "learning_rate": 6.4e-4}
+    rows = glue_benchmark.results_table([plain, augmented, longer]).splitlines()[2:]
+    labels = [row.split(" | ")[2] for row in rows]
+    assert labels == ["GMP+KD", "GMP+KD, 3× epochs", "GMP+KD + 2 augmented copies/row"]
+    # Neither variant takes part in tuning the rate: the plain run's rate stays the tuned one.
+    rates = glue_benchmark.tuned_learning_rate([plain, augmented, longer], "mrpc", 0.8, "gmp_kd", seed=42)
+    assert rates == plain["learning_rate"]
 
 
 def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
