@@ -591,7 +591,8 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
         for (method, precision, augment_copies, budget_scale), runs in plotted_runs(trained, task).items():
             label = f"{method_label(method, augment_copies, budget_scale)}{' bf16' if precision == 'bf16' else ''}"
             label += f", lr {runs[0]['learning_rate']:g}, {len(runs)} seed{'s' if len(runs) > 1 else ''}"
-            marker = "s-" if precision == "bf16" else "o-"
+            # One colour per method; the marker tells its variants apart.
+            marker = "s-" if precision == "bf16" else "^-" if augment_copies else "D-" if budget_scale != 1 else "o-"
             train, evals = mean_curve(runs, "loss_hard_label"), mean_curve(runs, "eval_loss")
             if train:
                 axis.plot(*zip(*train), linestyle="--", color=colours[method], alpha=0.6, label=f"{label}: train")

@@ -149,5 +149,7 @@ def test_defaults_that_suit_spd(tmp_path):
 
     args = SparseDistillConfig(output_dir=str(tmp_path), use_cpu=True)
     assert args.logging_steps == 10  # Trainer's 500 would log nothing of a short run's stages
+    assert args.learning_rate == 6.4e-4  # Trainer's 5e-5 under-trains SPD (the GPU study's grid)
+    assert SparseDistillConfig(output_dir=str(tmp_path), learning_rate=1e-4).learning_rate == 1e-4
     assert args.dataloader_pin_memory is False  # no accelerator: pinning only adds a warning per DataLoader
     assert SparseDistillConfig(output_dir=str(tmp_path), logging_steps=3).logging_steps == 3

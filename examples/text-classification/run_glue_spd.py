@@ -9,7 +9,7 @@ one) -> SPD to ``--target_sparsity`` -> evaluate -> save the sparse model and ``
 Example (the README's main job, MRPC, offline, pretrained MiniLM):
 
     python examples/text-classification/run_glue_spd.py --task_name mrpc --data_dir ../shared/data/glue \
-        --output_dir runs/mrpc-spd80 --target_sparsity 0.8 --num_train_epochs 16 --learning_rate 1e-4 \
+        --output_dir runs/mrpc-spd80 --target_sparsity 0.8 --num_train_epochs 18 --learning_rate 1e-3 \
         --train_sampling_strategy group_by_length --eval_strategy epoch --save_strategy no --report_to none
 
 (the README gives the full command with batch sizes and logging)
