@@ -48,6 +48,7 @@ from .preflight import (
 )
 from .pruning.masks import PruningMasks
 from .pruning.schedules import StageSteps, lr_multiplier_at, replacing_rate_at, target_sparsity_at
+from .serialization import replace_pickled_training_arguments
 from .utils import looks_like_a_local_path, write_atomically
 
 logger = logging.getLogger(__name__)
@@ -518,11 +519,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         if self.processing_class is not None:
             self.processing_class.save_pretrained(directory)
         self.args.save_pretrained(directory)
-        pickled = os.path.join(directory, "training_args.bin")  # Trainer's own save pickles its arguments
-        if os.path.isfile(pickled):
-            os.remove(pickled)
-        with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
-            handle.write(self.args.to_json_string())
+        replace_pickled_training_arguments(directory, self.args)  # Trainer's own save pickles its arguments
 
     def save_masks(self, directory: str) -> str:
         """Write the masks as packed bits to ``directory/spd_masks.safetensors`` (atomically)."""

@@ -165,6 +165,8 @@ def test_example_script_end_to_end(tmp_path):
     assert any("loss_transfer" in entry for entry in state["log_history"])
     assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
+    # No pickle anywhere in what the run writes, the fine-tuned teacher's directory included.
+    assert not list(output.rglob("*.bin")) and (output / "teacher" / "training_args.json").is_file()
     assert (output / "train_results.json").is_file() and (output / "eval_results.json").is_file()
     assert (output / "README.md").is_file() and (output / "spd_training.png").is_file()
     assert "model-index" in (output / "README.md").read_text()

@@ -30,6 +30,16 @@ WEIGHTS_NAME = "model.safetensors"
 WEIGHTS_INDEX_NAME = "model.safetensors.index.json"
 
 
+def replace_pickled_training_arguments(directory: str, args) -> None:
+    """Write ``args`` (``TrainingArguments``) as ``training_args.json`` and delete Trainer's pickled
+    ``training_args.bin`` beside it: we ship no pickle, and a JSON is readable without unpickling."""
+    pickled = os.path.join(directory, "training_args.bin")
+    if os.path.isfile(pickled):
+        os.remove(pickled)
+    with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
+        handle.write(args.to_json_string())
+
+
 class CompressedCheckpointError(ValueError):
     """A checkpoint file is missing, truncated or inconsistent; the message names the file."""
 

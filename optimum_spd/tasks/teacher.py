@@ -10,6 +10,8 @@ import time
 
 from transformers import PreTrainedModel, Trainer, TrainingArguments
 
+from ..serialization import replace_pickled_training_arguments
+
 DEFAULT_BASE_MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"  # what the default model folder holds
 
 
@@ -77,5 +79,6 @@ def fine_tune_teacher(model: PreTrainedModel, args: TrainingArguments, **trainer
     seconds = time.perf_counter() - started
     metrics = trainer.evaluate() if trainer.eval_dataset is not None else {}
     trainer.save_model(args.output_dir)
+    replace_pickled_training_arguments(args.output_dir, args)  # the teacher directory may be shared: no pickle
     metrics["teacher_train_seconds"] = seconds
     return metrics
