@@ -2,6 +2,7 @@
 """What does an SPD step cost next to plain fine-tuning? Time per optimizer step per stage, and peak memory.
 
     python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32] [--precisions fp32 bf16] [--optim adamw_torch_fused]
+    python benchmarks/cost.py --transfer --precisions fp32 --no_memory   # what transfer data adds (issue 16)
 
 In one process, on the same fixed batches of MRPC train (or random tokens without ``--data_dir``), a plain
 ``Trainer`` fine-tune of the dense MiniLM and ``SPDTrainer`` runs in each stage take turns for ``--rounds`` rounds
@@ -17,7 +18,9 @@ Peak memory: on CUDA the peak allocated by torch during the turn (``torch.cuda.m
 which has no allocator peak to reset, a child process runs one turn of one configuration and reports the peak
 resident memory sampled during ``train()`` minus the resident memory just before it (models already loaded).
 
-Prints one table and writes ``benchmarks/results/cost.json``.
+Prints one table and writes ``benchmarks/results/cost.json``. With ``--transfer``, stages I and III also run with
+transfer data (the same rows, labels dropped, one transfer row per labelled row: ``transfer_ratio=1``, as
+``glue.py --augment_copies``), interleaved with the rest, and the file is ``cost_transfer.json``.
 
 ``--profile STAGE`` instead runs ``torch.profiler`` over ``--steps`` steps of that configuration in each precision
 (after one untimed warm-up turn) and prints where the time goes: the operators with the most self CPU time per
@@ -55,12 +58,14 @@ from optimum_spd.utils import write_json_atomically
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "cost.json")
 STAGES = ("plain", "stage_1", "stage_2", "stage_3")
+TRANSFER_STAGES = ("stage_1_transfer", "stage_3_transfer")  # the stage's step plus a transfer batch
 PRECISIONS = ("fp32", "bf16")
 
 
-def configuration_names(precisions: list[str]) -> list[str]:
+def configuration_names(precisions: list[str], transfer: bool = False) -> list[str]:
     """``<stage>-<precision>`` for every stage and precision, precision-major (plain first within each)."""
-    return [f"{stage}-{precision}" for precision in precisions for stage in STAGES]
+    stages = STAGES + TRANSFER_STAGES if transfer else STAGES
+    return [f"{stage}-{precision}" for precision in precisions for stage in stages]
 
 
 def stage_fractions(stage: str, steps: int) -> dict[str, float]:
@@ -71,7 +76,7 @@ def stage_fractions(stage: str, steps: int) -> dict[str, float]:
         "stage_1": dict(pruning_start=0.0, pruning_end=1.0, stage_1_end=1.0, stage_2_end=1.0),
         "stage_2": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=1.0),
         "stage_3": dict(pruning_start=0.0, pruning_end=first, stage_1_end=first, stage_2_end=first),
-    }[stage]
+    }[stage.removesuffix("_transfer")]
 
 
 class StepTimer(TrainerCallback):
@@ -145,8 +150,15 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
     else:
+        labels = [column for column in ("label", "labels") if column in dataset.column_names]
+        transfer = dataset.remove_columns(labels) if stage.endswith("_transfer") else None
         trainer = SPDTrainer(
-            model=model, args=spd_args, train_dataset=dataset, data_collator=collator, callbacks=[timer]
+            model=model,
+            args=spd_args,
+            train_dataset=dataset,
+            transfer_dataset=transfer,
+            data_collator=collator,
+            callbacks=[timer],
         )
     trainer.remove_callback(PrinterCallback)  # one table is printed, not every turn's logs
     return trainer, timer
@@ -322,9 +334,13 @@ def main() -> None:
     )
     parser.add_argument("--gemm", action="store_true", help="time fp32 vs bf16 matrix products at the step's shapes")
     parser.add_argument("--profile", choices=STAGES, help="profile this configuration in each precision instead")
+    parser.add_argument(
+        "--transfer", action="store_true", help="also time stages I and III with transfer data (cost_transfer.json)"
+    )
     parser.add_argument("--memory_probe", help=argparse.SUPPRESS)
     cli = parser.parse_args()
-    cli.configurations = configuration_names(cli.precisions)
+    cli.configurations = configuration_names(cli.precisions, cli.transfer)
+    results_path = os.path.join(os.path.dirname(RESULTS), "cost_transfer.json") if cli.transfer else RESULTS
     cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     transformers.utils.logging.set_verbosity_error()
     if cli.memory_probe:
@@ -391,8 +407,8 @@ def main() -> None:
         if cli.data_dir
         else f"random tokens, {cli.seq_len}",
     }
-    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
-    write_json_atomically({"machine": machine, "settings": settings, "results": results}, RESULTS)
+    os.makedirs(os.path.dirname(results_path), exist_ok=True)
+    write_json_atomically({"machine": machine, "settings": settings, "results": results}, results_path)
 
     memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
     print(
@@ -407,7 +423,7 @@ def main() -> None:
             f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | "
             f"{row.get('speedup_over_fp32', 1.0):.2f} | {memory} |"
         )
-    print(f"\nwrote {RESULTS}")
+    print(f"\nwrote {results_path}")
 
 
 if __name__ == "__main__":

@@ -235,3 +235,29 @@ def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
 
     usage = subprocess.run(["bash", script], env=env, capture_output=True, text=True)
     assert usage.returncode == 2 and "<task>:<sparsity>" in usage.stderr
+
+
+def test_cost_benchmark_times_transfer_steps_as_their_stage_plus_a_transfer_batch(tmp_path):
+    spec = importlib.util.spec_from_file_location("cost_benchmark", os.path.join(HERE, "..", "benchmarks", "cost.py"))
+    cost = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cost)
+    assert cost.configuration_names(["fp32"]) == ["plain-fp32", "stage_1-fp32", "stage_2-fp32", "stage_3-fp32"]
+    names = cost.configuration_names(["fp32"], transfer=True)
+    assert names[-2:] == ["stage_1_transfer-fp32", "stage_3_transfer-fp32"]
+    assert cost.stage_fractions("stage_3_transfer", 8) == cost.stage_fractions("stage_3", 8)
+
+    model_dir = tmp_path / "model"
+    tiny_model().save_pretrained(model_dir)
+    tiny_tokenizer(str(model_dir)).save_pretrained(model_dir)
+
+    class Cli:
+        steps, batch_size, optim = 2, 4, "adamw_torch"
+        model_name_or_path = str(model_dir)
+
+    dataset = tiny_dataset(8)
+    plain_trainer, _ = cost.build_trainer("stage_3-fp32", dataset, Cli, str(tmp_path))
+    transfer_trainer, _ = cost.build_trainer("stage_3_transfer-fp32", dataset, Cli, str(tmp_path))
+    assert plain_trainer.transfer_dataset is None
+    assert not {"label", "labels"} & set(transfer_trainer.transfer_dataset.column_names)  # teacher terms only
+    transfer_trainer.train()
+    assert any("loss_transfer" in entry for entry in transfer_trainer.state.log_history)
