@@ -24,6 +24,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
+from ..utils import write_json_atomically
 from .encoding import EncodedTensor, decode, encode, stored_keys
 
 WEIGHTS_NAME = "model.safetensors"
@@ -36,8 +37,9 @@ def replace_pickled_training_arguments(directory: str, args) -> None:
     pickled = os.path.join(directory, "training_args.bin")
     if os.path.isfile(pickled):
         os.remove(pickled)
-    with open(os.path.join(directory, "training_args.json"), "w", encoding="utf-8") as handle:
-        handle.write(args.to_json_string())
+    # to_json_string, not to_dict: it redacts the hub token.
+    arguments = json.loads(args.to_json_string())
+    write_json_atomically(arguments, os.path.join(directory, "training_args.json"), sort_keys=True)
 
 
 class CompressedCheckpointError(ValueError):
