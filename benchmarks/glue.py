@@ -244,7 +244,14 @@ def ensure_teacher(task: str, budget: TaskBudget, datasets, tokenizer, compute_m
     record_path = os.path.join(teacher_dir, "teacher.json")
     if os.path.isfile(record_path):
         with open(record_path) as handle:
-            return teacher_dir, json.load(handle)
+            record = json.load(handle)
+        if record.get("trained_here") and record["epochs"] != budget.teacher_epochs:
+            # A cached teacher of another recipe would silently change every comparison built on it.
+            raise SystemExit(
+                f"[glue] the cached {task} teacher in {teacher_dir} was trained for {record['epochs']:g} epochs, not "
+                f"the {budget.teacher_epochs:g} asked (--teacher_epochs): use another --work_dir or remove it"
+            )
+        return teacher_dir, record
     # The teacher is the same for every method, rate and seed: always the fp32 recipe at lr 1e-4 and seed 42, with
     # TrainingArguments' default optimizer (fused AdamW), whatever --bf16/--optim the pruning runs use.
     shared = run_config(teacher_dir, 0.0, "gmp", budget, cli, TEACHER_LEARNING_RATE, TEACHER_SEED)
@@ -663,6 +670,11 @@ def main() -> None:
         default=1.0,
         help="multiply every pruning run's epochs (the teacher keeps its own): the longer-budget point of issue 11",
     )
+    parser.add_argument(
+        "--teacher_epochs",
+        type=float,
+        help="override the tasks' teacher epochs (a stronger teacher; keep it per --work_dir, checked on reuse)",
+    )
     parser.add_argument("--epochs", type=float, help="override every task's budget (smoke runs; not the benchmark)")
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
@@ -684,7 +696,11 @@ def main() -> None:
                     teacher_epochs=cli.epochs or budget.teacher_epochs,
                     max_train_samples=cli.max_train_samples or budget.max_train_samples,
                 )
-            budget = replace(budget, epochs=budget.epochs * cli.budget_scale)
+            budget = replace(
+                budget,
+                epochs=budget.epochs * cli.budget_scale,
+                teacher_epochs=cli.teacher_epochs or budget.teacher_epochs,
+            )
             datasets = load_task(task, cli.data_dir, tokenizer, budget, TEACHER_SEED)
             compute_metrics = glue_compute_metrics(task)
             teacher_dir, teacher = ensure_teacher(task, budget, datasets, tokenizer, compute_metrics, cli)
@@ -707,6 +723,7 @@ def main() -> None:
                             cli=cli,
                         )
                         result["teacher"] = teacher["metrics"]
+                        result["teacher_epochs"] = teacher.get("epochs")
                         write_json_atomically(result, path)
                         print(f"[glue] {name}: {result['final']}", flush=True)
     print(write_report(cli.results_dir))

@@ -261,3 +261,18 @@ def test_cost_benchmark_times_transfer_steps_as_their_stage_plus_a_transfer_batc
     assert not {"label", "labels"} & set(transfer_trainer.transfer_dataset.column_names)  # teacher terms only
     transfer_trainer.train()
     assert any("loss_transfer" in entry for entry in transfer_trainer.state.log_history)
+
+
+def test_a_cached_teacher_of_other_epochs_is_refused_not_reused(glue_benchmark, tmp_path):
+    teacher_dir = tmp_path / "mrpc" / "teacher"
+    teacher_dir.mkdir(parents=True)
+    (teacher_dir / "teacher.json").write_text('{"trained_here": true, "epochs": 3, "metrics": {}}')
+
+    class Cli:
+        work_dir = str(tmp_path)
+
+    budget = glue_benchmark.BUDGETS["mrpc"]
+    assert glue_benchmark.ensure_teacher("mrpc", budget, None, None, None, Cli)[1]["epochs"] == 3
+    longer = glue_benchmark.replace(budget, teacher_epochs=6)
+    with pytest.raises(SystemExit, match="trained for 3 epochs, not the 6 asked"):
+        glue_benchmark.ensure_teacher("mrpc", longer, None, None, None, Cli)
