@@ -54,9 +54,8 @@ from functools import partial
 import torch
 import transformers
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, DataCollatorWithPadding, Trainer
-from transformers.trainer_utils import get_last_checkpoint
 
-from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
 from optimum_spd.architectures import prunable_parameters
 from optimum_spd.augmentation import augment_dataset
 from optimum_spd.pruning import PruningMasks
@@ -317,7 +316,7 @@ def run_method(
         processing_class=tokenizer,
         compute_metrics=compute_metrics,
     )
-    checkpoint = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    checkpoint = last_resumable_checkpoint(output_dir)
     started = time.perf_counter()
     trainer.train(resume_from_checkpoint=checkpoint)
     seconds = time.perf_counter() - started

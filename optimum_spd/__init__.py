@@ -6,7 +6,7 @@ from .inference import CSRLinear, NativeCSRLinear, to_sparse_inference
 from .lora import AdapterError, load_lora_model, masked_lora, merge_dense, merge_sparse
 from .modeling import compress, decompress, register
 from .report import SparsityReport, sparsity_report
-from .trainer import SparsityInvariantError, SPDCallback, SPDTrainer
+from .trainer import SparsityInvariantError, SPDCallback, SPDTrainer, last_resumable_checkpoint
 
 __version__ = "0.1.0.dev0"
 
@@ -27,6 +27,7 @@ __all__ = [
     "compress",
     "decompress",
     "find_layer_list",
+    "last_resumable_checkpoint",
     "load_lora_model",
     "masked_lora",
     "merge_dense",

@@ -26,7 +26,8 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PreTrainedModel, Trainer, TrainerCallback
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .architectures import find_layer_list, prunable_parameters
 from .configuration import SparseDistillConfig
@@ -121,12 +122,6 @@ class SPDCallback(TrainerCallback):
         trainer.stage_seconds[stage] = trainer.stage_seconds.get(stage, 0.0) + time.perf_counter() - self._step_started
         trainer.update_masks(state.global_step)
 
-    def on_save(self, args, state, control, **kwargs):
-        if state.is_world_process_zero:
-            checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-            if os.path.isdir(checkpoint):
-                self.trainer.save_masks(checkpoint)
-
     def on_train_end(self, args, state, control, **kwargs):
         trainer = self.trainer
         expected = trainer.masks.sparsity
@@ -134,6 +129,29 @@ class SPDCallback(TrainerCallback):
         # Each matrix holds exactly its keep count of non-zeros; a weight that is zero by itself can only add zeros.
         if measured + 1e-9 < expected:
             raise SparsityInvariantError(f"training ended at prunable sparsity {measured:.6f} < {expected:.6f}.")
+
+
+def last_resumable_checkpoint(output_dir: str) -> str | None:
+    """The newest ``checkpoint-N`` in ``output_dir`` whose save finished (its masks and Trainer state are there).
+
+    ``transformers.trainer_utils.get_last_checkpoint`` returns the newest folder even when a kill cut its save short;
+    resuming from that fails, while the previous checkpoint, still complete, would have continued the run.
+    """
+    if not os.path.isdir(output_dir):
+        return None
+    numbered = []
+    for name in os.listdir(output_dir):
+        prefix, _, number = name.partition("-")
+        if prefix == PREFIX_CHECKPOINT_DIR and number.isdigit() and os.path.isdir(os.path.join(output_dir, name)):
+            numbered.append((int(number), os.path.join(output_dir, name)))
+    incomplete = []
+    for _, checkpoint in sorted(numbered, reverse=True):
+        if all(os.path.isfile(os.path.join(checkpoint, name)) for name in (MASKS_NAME, TRAINER_STATE_NAME)):
+            if incomplete:
+                logger.warning(f"resuming from {checkpoint}: the save of {', '.join(incomplete)} did not finish")
+            return checkpoint
+        incomplete.append(os.path.basename(checkpoint))
+    return None
 
 
 class SPDTrainer(SPDHubMixin, Trainer):
@@ -502,6 +520,10 @@ class SPDTrainer(SPDHubMixin, Trainer):
             super().save_model(directory, _internal_call)
             if self.args.should_save:
                 self._write_run_files(directory)
+                if os.path.basename(os.path.normpath(directory)).startswith(PREFIX_CHECKPOINT_DIR):
+                    # Here, with the weights: Trainer writes its state next and only then deletes older checkpoints
+                    # (save_total_limit), so a checkpoint is complete before the one it replaces is gone.
+                    self.save_masks(directory)
             return
         if self.args.should_save:
             save_compressed(
@@ -555,9 +577,11 @@ class SPDTrainer(SPDHubMixin, Trainer):
         """``Trainer.train``, plus the masks of the checkpoint being resumed."""
         checkpoint = resume_from_checkpoint
         if checkpoint is True:
-            checkpoint = get_last_checkpoint(self.args.output_dir)
+            checkpoint = last_resumable_checkpoint(self.args.output_dir)
             if checkpoint is None:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint.")
+                raise ValueError(
+                    f"resume_from_checkpoint=True but {self.args.output_dir} holds no complete checkpoint."
+                )
         num_labels = getattr(self.model.config, "num_labels", 2)
         if type(self.model).__name__.endswith("ForQuestionAnswering"):
             check_span_dataset(self.train_dataset, self._field_needing_gold_labels(num_labels))

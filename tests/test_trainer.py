@@ -306,3 +306,56 @@ def test_resume_without_masks_is_refused(spd_args, tmp_path):
     os.remove(os.path.join(checkpoint, "spd_masks.safetensors"))
     with pytest.raises(FileNotFoundError, match="has no spd_masks.safetensors"):
         make_trainer(spd_args, max_steps=4).train(resume_from_checkpoint=checkpoint)
+
+
+class KillAtSave(TrainerCallback):
+    """A kill after Trainer's checkpoint save (and its rotation of older checkpoints), before any later work."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_save(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            raise KeyboardInterrupt(f"killed after the save of step {self.step}")
+
+
+def test_a_kill_right_after_a_save_leaves_that_checkpoint_resumable(spd_args, tmp_path):
+    from optimum_spd import last_resumable_checkpoint
+
+    options = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1, output_dir=str(tmp_path))
+    trainer = make_trainer(spd_args, **options)
+    trainer.callback_handler.callbacks.insert(0, KillAtSave(4))  # before every other callback's on_save
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train()
+    # save_total_limit=1 has already removed checkpoint-2: checkpoint-4 must hold everything a resume needs.
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4"]
+    assert last_resumable_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")
+    resumed = make_trainer(spd_args, **options)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+
+
+def test_a_save_cut_short_is_skipped_for_the_last_complete_checkpoint(spd_args, tmp_path, monkeypatch):
+    from transformers import TrainerState
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from optimum_spd import last_resumable_checkpoint
+
+    save_state = TrainerState.save_to_json
+
+    def killed_before_the_state_of_step_4(state, path):
+        if state.global_step == 4:
+            raise KeyboardInterrupt("killed while saving checkpoint-4")
+        save_state(state, path)
+
+    monkeypatch.setattr(TrainerState, "save_to_json", killed_before_the_state_of_step_4)
+    options = dict(max_steps=6, save_strategy="steps", save_steps=2, save_total_limit=1, output_dir=str(tmp_path))
+    with pytest.raises(KeyboardInterrupt):
+        make_trainer(spd_args, **options).train()
+    monkeypatch.undo()
+    assert get_last_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-4")  # what Trainer alone would pick
+    assert last_resumable_checkpoint(str(tmp_path)) == str(tmp_path / "checkpoint-2")
+    resumed = make_trainer(spd_args, **options)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == 6
+    assert last_resumable_checkpoint(str(tmp_path / "nowhere")) is None

@@ -30,9 +30,8 @@ from transformers import (
     Trainer,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
-from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
 from optimum_spd.tasks import (
     DEFAULT_BASE_MODEL_ID,
     default_base_model_path,
@@ -103,7 +102,7 @@ def main() -> None:
         predictions = postprocess_predictions(eval_examples, eval_features, start_logits, end_logits)
         return squad_scores(predictions, eval_examples)
 
-    last_checkpoint = get_last_checkpoint(spd_args.output_dir) if os.path.isdir(spd_args.output_dir) else None
+    last_checkpoint = last_resumable_checkpoint(spd_args.output_dir)
     resume_from = spd_args.resume_from_checkpoint or last_checkpoint
     teacher_dir = spd_args.teacher_model_name_or_path or os.path.join(spd_args.output_dir, "teacher")
     if not os.path.isfile(os.path.join(teacher_dir, "config.json")):

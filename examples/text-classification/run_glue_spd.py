@@ -33,9 +33,8 @@ from transformers import (
     HfArgumentParser,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
-from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
 from optimum_spd.augmentation import augment_dataset
 from optimum_spd.hub import license_of
 from optimum_spd.tasks import (
@@ -216,7 +215,7 @@ def main():
     results: dict[str, object] = {"task": data_args.task_name, "num_train_rows": datasets["train"].num_rows}
     # As transformers' run_glue.py: a run whose output_dir already holds checkpoints continues from the last one
     # (pass --resume_from_checkpoint to choose another); its teacher, fine-tuned and saved there, is reused.
-    last_checkpoint = get_last_checkpoint(spd_args.output_dir) if os.path.isdir(spd_args.output_dir) else None
+    last_checkpoint = last_resumable_checkpoint(spd_args.output_dir)
     resume_from = spd_args.resume_from_checkpoint or last_checkpoint
     if resume_from is not None:
         logger.info("resuming from %s", resume_from)

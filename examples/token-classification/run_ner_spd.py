@@ -31,9 +31,8 @@ from transformers import (
     HfArgumentParser,
     set_seed,
 )
-from transformers.trainer_utils import get_last_checkpoint
 
-from optimum_spd import SparseDistillConfig, SPDTrainer, sparsity_report
+from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
 from optimum_spd.tasks import (
     DEFAULT_BASE_MODEL_ID,
     default_base_model_path,
@@ -85,7 +84,7 @@ def main() -> None:
     collator = DataCollatorForTokenClassification(tokenizer)
     compute_metrics = ner_compute_metrics(labels)
 
-    last_checkpoint = get_last_checkpoint(spd_args.output_dir) if os.path.isdir(spd_args.output_dir) else None
+    last_checkpoint = last_resumable_checkpoint(spd_args.output_dir)
     resume_from = spd_args.resume_from_checkpoint or last_checkpoint
     teacher_dir = spd_args.teacher_model_name_or_path or os.path.join(spd_args.output_dir, "teacher")
     teacher_metrics = None
