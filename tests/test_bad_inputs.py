@@ -317,10 +317,19 @@ def test_read_only_output_is_a_clear_error(tmp_path, monkeypatch):
 
 def test_push_to_hub_true_with_the_hub_unreachable_is_a_clear_error(spd_args, monkeypatch):
     import huggingface_hub.constants
+    import huggingface_hub.hf_api
+    import transformers.utils.hub
 
     from optimum_spd.hub import HubPushError
 
-    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # discard port: refused
+    unreachable = "http://127.0.0.1:9"  # the discard port: connection refused
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", unreachable)
+    # An HfApi keeps the endpoint it read when built, and the libraries share theirs across tests (huggingface_hub's
+    # default client; transformers >= 5.x caches its own on first use): point those at the unreachable Hub too.
+    monkeypatch.setattr(huggingface_hub.hf_api.api, "endpoint", unreachable)
+    shared_by_transformers = getattr(transformers.utils.hub, "_hf_api", None)
+    if shared_by_transformers is not None:
+        monkeypatch.setattr(shared_by_transformers, "endpoint", unreachable)
     with pytest.raises(
         HubPushError,
         match=r"push_to_hub=True: the Hub repo .* could not be created or reached .*"
