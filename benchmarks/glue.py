@@ -50,6 +50,7 @@ import subprocess
 import time
 from dataclasses import asdict, dataclass, replace
 from functools import partial
+from typing import NamedTuple
 
 import torch
 import transformers
@@ -450,37 +451,46 @@ def mean_std(values: list[float]) -> str:
     return f"{100 * mean:.1f} ± {spread}"
 
 
-def group_runs(results: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs that differ only in their seed: keyed by (task, sparsity, method, learning rate, precision, augmented
-    copies per row, budget scale, teacher).
+class RunGroup(NamedTuple):
+    """What runs that differ only in their seed share: the key of `group_runs`."""
 
-    The teacher's headline score is part of the key: runs against different teachers are never averaged together.
-    """
+    task: str
+    sparsity: float
+    method: str
+    learning_rate: float | None
+    precision: str
+    augment_copies: int
+    budget_scale: float
+    teacher_score: float  # the teacher's headline: runs against different teachers are never averaged together
+
+
+def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
+    """Runs that differ only in their seed, in table order (task, sparsity, method, variant, rate, precision)."""
     order = {method: index for index, method in enumerate(METHOD_ORDER)}
-    groups: dict[tuple, list[dict]] = {}
+    groups: dict[RunGroup, list[dict]] = {}
     for result in results:
-        key = (
-            result["task"],
-            result["sparsity"],
-            result["method"],
-            result.get("learning_rate"),
-            result.get("precision", "fp32"),
-            result.get("augment_copies", 0),
-            result.get("budget_scale", 1),
-            round(result["teacher"][headline_key(result["task"])], 6),
+        key = RunGroup(
+            task=result["task"],
+            sparsity=result["sparsity"],
+            method=result["method"],
+            learning_rate=result.get("learning_rate"),
+            precision=result.get("precision", "fp32"),
+            augment_copies=result.get("augment_copies", 0),
+            budget_scale=result.get("budget_scale", 1),
+            teacher_score=round(result["teacher"][headline_key(result["task"])], 6),
         )
         groups.setdefault(key, []).append(result)
     return dict(
         sorted(
             groups.items(),
             key=lambda item: (
-                item[0][0],
-                item[0][1],
-                order.get(item[0][2], 99),
-                item[0][5],
-                item[0][6],
-                item[0][3] or 0,
-                item[0][4],
+                item[0].task,
+                item[0].sparsity,
+                order.get(item[0].method, 99),
+                item[0].augment_copies,
+                item[0].budget_scale,
+                item[0].learning_rate or 0,
+                item[0].precision,
             ),
         )
     )
@@ -503,7 +513,8 @@ def results_table(results: list[dict]) -> str:
         "train time (s) | steps |",
         "| --- | ---: | --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for (task, sparsity, method, learning_rate, precision, augment, scale, _), runs in group_runs(results).items():
+    for group, runs in group_runs(results).items():
+        task, method, learning_rate = group.task, group.method, group.learning_rate
         names = BUDGETS[task].metrics
         teacher = runs[0]["teacher"]
         last = " / ".join(mean_std([run["final"][f"eval_{name}"] for run in runs]) for name in names)
@@ -518,8 +529,8 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {sparsity:.0%} | {method_label(method, augment, scale)} | {'' if learning_rate is None else f'{learning_rate:g}'} "
-            f"| {precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
+            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale)} | "
+            f"{'' if learning_rate is None else f'{learning_rate:g}'} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
             f"{statistics.fmean(run['final']['eval_loss'] for run in runs):.3f} | {seconds:.0f}{resumed} | "
@@ -557,8 +568,8 @@ def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
         return len(runs), statistics.mean(r["final"][headline_key(task)] for r in runs)
 
     chosen: dict[tuple, list[dict]] = {}
-    for (_, _, method, _, precision, augment_copies, budget_scale, _), runs in group_runs(results).items():
-        variant = (method, precision, augment_copies, budget_scale)
+    for group, runs in group_runs(results).items():
+        variant = (group.method, group.precision, group.augment_copies, group.budget_scale)
         if variant not in chosen or rank(runs) > rank(chosen[variant]):
             chosen[variant] = runs
     return chosen
