@@ -12,11 +12,12 @@ def make(tmp_path, **kwargs):
 
 
 def test_presets_fill_unset_fields_only(tmp_path):
-    paper = make(tmp_path)
-    assert paper.preset == "paper" and paper.replacing_schedule == "linear" and paper.replacing_rate == 0.3
-    reference = make(tmp_path, preset="reference")
+    reference = make(tmp_path)  # the default preset, chosen by the issue-11 study
+    assert reference.preset == "reference"
     assert reference.replacing_schedule == "constant" and reference.replacing_rate == 0.8
     assert reference.stage_2_end == reference.stage_1_end == 0.5
+    paper = make(tmp_path, preset="paper")
+    assert paper.replacing_schedule == "linear" and paper.replacing_rate == 0.3 and paper.stage_2_end == 2 / 3
     overridden = make(tmp_path, preset="reference", replacing_rate=0.5)
     assert overridden.replacing_rate == 0.5 and overridden.replacing_schedule == "constant"
     assert set(PRESETS) == {"paper", "reference"}

@@ -163,7 +163,8 @@ def test_example_script_end_to_end(tmp_path):
     assert results["num_transfer_rows"] == 24 + 3  # the blank line is skipped
     state = json.loads((output / "trainer_state.json").read_text())
     assert any("loss_transfer" in entry for entry in state["log_history"])
-    assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_2", "stage_3"}
+    # The default (reference) preset: stage I, then frozen masks grafted at a constant rate (no ramp, stage II).
+    assert set(results["spd_stage_seconds"]) == {"stage_1", "stage_3"}
     assert (output / "spd_config.json").is_file() and (output / "trainer_state.json").is_file()
     # No pickle anywhere in what the run writes, the fine-tuned teacher's directory included.
     assert not list(output.rglob("*.bin")) and (output / "teacher" / "training_args.json").is_file()

@@ -15,6 +15,7 @@ from transformers import AutoModelForSequenceClassification
 from optimum.commands.register.register_spd import main as cli
 from optimum_spd import SPDTrainer, compress
 from optimum_spd.hub import HubPushError
+from optimum_spd.hub.card import _stage_timeline
 
 
 def accuracy(prediction):
@@ -218,3 +219,24 @@ def test_plot_scales_the_learning_rate_by_the_configured_peak_and_labels_only_wh
     assert max(drawn["learning rate / 1.0e-04"]) == pytest.approx(0.9)  # not rescaled to 1 by its own max
     assert not [w for w in recwarn if "No artists with labels" in str(w.message)]
     assert (tmp_path / "plot.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_card_timeline_says_whether_stage_three_still_grafts():
+    """The paper preset ends on the pure student; the reference preset keeps grafting at p = 0.8 after stage I."""
+
+    def logs(rates_by_stage):
+        return [
+            {"step": step, "spd_stage": stage, "replacing_rate": rate}
+            for step, (stage, rate) in enumerate(rates_by_stage, start=1)
+        ]
+
+    paper = _stage_timeline(logs([(1, 0.3), (1, 0.3), (2, 0.65), (3, 1.0), (3, 1.0)]), None)
+    assert [row["stage"] for row in paper] == [
+        "I: prune while grafting",
+        "II: grafting rate ramps to 1",
+        "III: pure sparse student",
+    ]
+    assert (paper[2]["first_step"], paper[2]["last_step"]) == (4, 5)
+    reference = _stage_timeline(logs([(1, 0.8), (1, 0.8), (3, 0.8), (3, 0.8)]), {"stage_3": 12.5})
+    assert [row["stage"] for row in reference] == ["I: prune while grafting", "III: masks frozen, grafting at p = 0.8"]
+    assert reference[1]["seconds"] == 12.5

@@ -63,7 +63,8 @@ def test_bf16_keeps_pruned_weights_exactly_zero_for_50_steps(spd_args):
 
 
 def test_logs_schedule_and_final_state(spd_args):
-    trainer = make_trainer(spd_args, max_steps=30, target_sparsity=0.8)
+    # The paper preset: all three stages (the default, reference, preset has no ramp; tested below).
+    trainer = make_trainer(spd_args, max_steps=30, target_sparsity=0.8, preset="paper")
     recorder = StepRecorder(trainer)
     trainer.add_callback(recorder)
     trainer.train()
@@ -92,11 +93,15 @@ def test_logs_schedule_and_final_state(spd_args):
     assert report.prunable_sparsity == pytest.approx(0.8, abs=1e-3)
 
 
-def test_reference_preset_keeps_p_constant(spd_args):
-    trainer = make_trainer(spd_args, max_steps=12, preset="reference")
+def test_reference_preset_is_the_default_and_keeps_p_constant(spd_args):
+    trainer = make_trainer(spd_args, max_steps=12)
+    assert trainer.args.preset == "reference"
     trainer.train()
-    rates = {entry["replacing_rate"] for entry in trainer.state.log_history if "loss" in entry}
-    assert rates == {0.8}
+    logs = [entry for entry in trainer.state.log_history if "loss" in entry]
+    assert {entry["replacing_rate"] for entry in logs} == {0.8}
+    # Stage I (pruning while grafting) ends at half time; the masks are frozen after it and p stays at 0.8.
+    assert [entry["spd_stage"] for entry in logs] == [1] * 6 + [3] * 6
+    assert logs[-1]["prunable_sparsity"] == pytest.approx(0.8, abs=1e-3)
 
 
 def test_teacher_placement_and_frozen_parts(spd_args):
@@ -212,6 +217,7 @@ def test_every_supported_architecture_trains(spd_args, model_type):
         spd_args,
         model=tiny_model(model_type),
         max_steps=8,
+        preset="paper",  # ends on the pure sparse student (p = 1), checked below
         target_sparsity=0.7,
         pruning_end=0.4,
         stage_1_end=0.5,

@@ -80,6 +80,7 @@ def main():
         check_sparsity_invariant=True,
         disable_tqdm=True,
         num_pruning_events=4,
+        preset="paper",  # the preset with all three stages: the resume test kills a run in each of them
         dataloader_num_workers=0,
         bf16=options.bf16,
     )
