@@ -8,8 +8,8 @@ In one process, on the same fixed batches of MRPC train (or random tokens withou
 ``Trainer`` fine-tune of the dense MiniLM and ``SPDTrainer`` runs in each stage take turns for ``--rounds`` rounds
 (plain, stage I, stage II, stage III, plain, ...), so drift of the machine's speed hits every configuration alike.
 Each turn is ``--steps`` optimizer steps through ``trainer.train()``; a callback times every step, the first step
-of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the default
-("paper") recipe: grafting rate 0.3 in stage I, the ramp in stage II, the pure student in stage III, all three
+of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the paper
+recipe (``preset="paper"``, the preset with all three stages): grafting rate 0.3 in stage I, the ramp in stage II, the pure student in stage III, all three
 distillation terms on. Every configuration runs once per ``--precisions`` entry (``bf16``: ``bf16=True``, i.e.
 autocast to bfloat16 with fp32 master weights, the teacher's forward included), all interleaved in the same rounds,
 so the bf16/fp32 ratios come from one process on one machine state.
@@ -129,6 +129,7 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
         disable_tqdm=True,
         target_sparsity=0.9,
         num_pruning_events=1,
+        preset="paper",  # three stages to time (the default reference preset has no ramp)
         use_cpu=not torch.cuda.is_available(),
         bf16=precision == "bf16",
         optim=cli.optim,

@@ -11,10 +11,10 @@ import sys
 
 def main(run_dirs: list[str]) -> None:
     print(
-        "| run | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | student acc / F1 | "
+        "| run | preset | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | student acc / F1 | "
         "stage I / II / III (s) | SPD training time |"
     )
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run_dir in run_dirs:
         with open(os.path.join(run_dir, "all_results.json")) as handle:
             results = json.load(handle)
@@ -29,7 +29,7 @@ def main(run_dirs: list[str]) -> None:
             return f"{100 * metrics['eval_accuracy']:.1f} / {100 * metrics['eval_f1']:.1f}"
 
         print(
-            f"| {os.path.basename(run_dir)} | {arguments['num_train_epochs']:g} | {arguments['learning_rate']:g} | "
+            f"| {os.path.basename(run_dir)} | {recipe['preset']} | {arguments['num_train_epochs']:g} | {arguments['learning_rate']:g} | "
             f"{recipe['target_sparsity']:.2f} | {sparsity['prunable_sparsity']:.4f} | "
             f"{sparsity['global_sparsity']:.4f} | {score(teacher)} | {score(student)} | "
             f"{stages.get('stage_1', 0):.0f} / {stages.get('stage_2', 0):.0f} / {stages.get('stage_3', 0):.0f} | "
