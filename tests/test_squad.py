@@ -7,12 +7,15 @@ import sys
 
 import numpy as np
 import pytest
+import torch
+from datasets import Dataset
 from helpers import WORDS, tiny_config, tiny_tokenizer
-from transformers import AutoModelForQuestionAnswering
+from transformers import AutoModelForQuestionAnswering, DataCollatorWithPadding, TrainingArguments
 
 from optimum_spd.tasks.squad import (
     load_squad,
     postprocess_predictions,
+    predict_span_logits,
     prepare_eval_features,
     prepare_train_features,
     split_by_article,
@@ -79,6 +82,30 @@ def test_windows_point_at_the_answer_and_postprocessing_recovers_it(tmp_path):
     assert squad_scores({}, held_out) == {"exact_match": 0.0, "f1": 0.0}
     with pytest.raises(ValueError, match="articles"):
         split_by_article(examples, 3)
+
+
+def test_span_logits_come_back_in_dataset_order_with_length_grouped_training(tmp_path):
+    """Post-processing pairs logits row i with window i: a length-grouped eval sampler must not reorder them."""
+    tokenizer = tiny_tokenizer(str(tmp_path / "tok"))
+    torch.manual_seed(0)
+    model = AutoModelForQuestionAnswering.from_config(tiny_config("bert")).eval()
+    texts = [" ".join(WORDS[: 3 + (7 * i) % 20]) for i in range(24)]  # lengths 3..22, not sorted
+    features = Dataset.from_dict(dict(tokenizer(texts)))
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "out"),
+        per_device_eval_batch_size=4,
+        train_sampling_strategy="group_by_length",
+        report_to=[],
+        use_cpu=True,
+    )
+    starts, ends = predict_span_logits(model, args, features, DataCollatorWithPadding(tokenizer))
+    assert args.train_sampling_strategy == "group_by_length"  # the caller's arguments are left as they were
+    with torch.no_grad():
+        for index, row in enumerate(features):
+            output = model(**{key: torch.tensor([value]) for key, value in row.items()})
+            length = len(row["input_ids"])
+            torch.testing.assert_close(torch.from_numpy(starts[index, :length]), output.start_logits[0])
+            torch.testing.assert_close(torch.from_numpy(ends[index, :length]), output.end_logits[0])
 
 
 @pytest.mark.slow

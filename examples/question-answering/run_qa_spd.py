@@ -27,7 +27,6 @@ from transformers import (
     AutoTokenizer,
     DataCollatorWithPadding,
     HfArgumentParser,
-    Trainer,
     set_seed,
 )
 
@@ -41,6 +40,7 @@ from optimum_spd.tasks import (
 from optimum_spd.tasks.squad import (
     load_squad,
     postprocess_predictions,
+    predict_span_logits,
     prepare_eval_features,
     prepare_train_features,
     split_by_article,
@@ -97,8 +97,7 @@ def main() -> None:
 
     def evaluate(model) -> dict[str, float]:
         """EM/F1 of a model on the evaluation questions (windows predicted, then the best span per question)."""
-        predictor = Trainer(model=model, args=spd_args, data_collator=collator)
-        start_logits, end_logits = predictor.predict(model_inputs).predictions
+        start_logits, end_logits = predict_span_logits(model, spd_args, model_inputs, collator)
         predictions = postprocess_predictions(eval_examples, eval_features, start_logits, end_logits)
         return squad_scores(predictions, eval_examples)
 

@@ -10,12 +10,14 @@ all windows of a question wins (standard ``run_qa.py`` post-processing), scored 
 from __future__ import annotations
 
 import collections
+import copy
 import json
 import re
 import string
 
 import numpy as np
 from datasets import Dataset
+from transformers import PreTrainedModel, Trainer, TrainingArguments
 
 
 def load_squad(path: str) -> Dataset:
@@ -37,6 +39,23 @@ def load_squad(path: str) -> Dataset:
                     }
                 )
     return Dataset.from_dict(dict(rows))
+
+
+def predict_span_logits(
+    model: PreTrainedModel, args: TrainingArguments, features: Dataset, data_collator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Start and end logits of ``features`` (model inputs only), **in dataset order**.
+
+    Post-processing maps row i of the logits to window i, so the order must hold. transformers 5 evaluates with a
+    ``LengthGroupedSampler`` whenever ``args.train_sampling_strategy == "group_by_length"`` (a sensible training
+    setting for QA), which shuffles the rows; the prediction therefore runs with the sequential sampler.
+    """
+    ordered = copy.copy(args)
+    ordered.train_sampling_strategy = "random"  # only the training sampler is random; evaluation is sequential
+    start_logits, end_logits = (
+        Trainer(model=model, args=ordered, data_collator=data_collator).predict(features).predictions
+    )
+    return start_logits, end_logits
 
 
 def split_by_article(dataset: Dataset, train_articles: int) -> tuple[Dataset, Dataset]:
