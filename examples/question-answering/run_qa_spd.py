@@ -9,9 +9,9 @@ dev scores). Steps: fine-tune the dense teacher (unless given) -> SPD -> EM/F1 o
 compressed save, model card, ``all_results.json``.
 
     python examples/question-answering/run_qa_spd.py --squad_file ../shared/data/qa/squad_v1.1/dev-v1.1.json \
-        --train_articles 38 --output_dir runs/squad-spd80 --target_sparsity 0.8 --num_train_epochs 4 \
-        --learning_rate 1e-4 --per_device_train_batch_size 32 --save_strategy epoch --save_total_limit 1 \
-        --report_to none
+        --train_articles 38 --output_dir runs/squad-spd80 --target_sparsity 0.8 --num_train_epochs 1 \
+        --per_device_train_batch_size 16 --per_device_eval_batch_size 64 --train_sampling_strategy group_by_length \
+        --save_strategy steps --save_steps 50 --save_total_limit 1 --logging_steps 20 --report_to none --seed 0
 """
 
 from __future__ import annotations
