@@ -9,8 +9,8 @@ In one process, on the same fixed batches of MRPC train (or random tokens withou
 (plain, stage I, stage II, stage III, plain, ...), so drift of the machine's speed hits every configuration alike.
 Each turn is ``--steps`` optimizer steps through ``trainer.train()``; a callback times every step, the first step
 of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the paper
-recipe (``preset="paper"``, the preset with all three stages): grafting rate 0.3 in stage I, the ramp in stage II, the pure student in stage III, all three
-distillation terms on. Every configuration runs once per ``--precisions`` entry (``bf16``: ``bf16=True``, i.e.
+recipe (``preset="paper"``, the preset with all three stages): grafting rate 0.3 in stage I, the ramp in stage II,
+the pure student in stage III, all three distillation terms on. Every configuration runs once per ``--precisions`` entry (``bf16``: ``bf16=True``, i.e.
 autocast to bfloat16 with fp32 master weights, the teacher's forward included), all interleaved in the same rounds,
 so the bf16/fp32 ratios come from one process on one machine state.
 

@@ -11,8 +11,8 @@ import sys
 
 def main(run_dirs: list[str]) -> None:
     print(
-        "| run | preset | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | student acc / F1 | "
-        "stage I / II / III (s) | SPD training time |"
+        "| run | preset | epochs | lr | target | prunable sparsity | global sparsity | teacher acc / F1 | "
+        "student acc / F1 | stage I / II / III (s) | SPD training time |"
     )
     print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for run_dir in run_dirs:
@@ -29,8 +29,8 @@ def main(run_dirs: list[str]) -> None:
             return f"{100 * metrics['eval_accuracy']:.1f} / {100 * metrics['eval_f1']:.1f}"
 
         print(
-            f"| {os.path.basename(run_dir)} | {recipe['preset']} | {arguments['num_train_epochs']:g} | {arguments['learning_rate']:g} | "
-            f"{recipe['target_sparsity']:.2f} | {sparsity['prunable_sparsity']:.4f} | "
+            f"| {os.path.basename(run_dir)} | {recipe['preset']} | {arguments['num_train_epochs']:g} | "
+            f"{arguments['learning_rate']:g} | {recipe['target_sparsity']:.2f} | {sparsity['prunable_sparsity']:.4f} | "
             f"{sparsity['global_sparsity']:.4f} | {score(teacher)} | {score(student)} | "
             f"{stages.get('stage_1', 0):.0f} / {stages.get('stage_2', 0):.0f} / {stages.get('stage_3', 0):.0f} | "
             f"{results['spd_train']['train_runtime']:.0f} s |"

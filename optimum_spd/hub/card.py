@@ -69,15 +69,14 @@ def _metric_values(metrics: dict | None) -> dict[str, float]:
 def _stage_timeline(log_history: list[dict], stage_seconds: dict | None) -> list[dict]:
     """First and last logged step of each stage, from the logs themselves."""
     spans: dict[int, list[int]] = {}
-    last_rates: dict[int, float] = {}
+    # The reference preset has no ramp: after stage I it keeps grafting at a constant p < 1, so "pure sparse
+    # student" would be false there; the rate logged in stage III says which it was.
+    rate_after_stage_1 = 1.0
     for entry in log_history:
         if "spd_stage" in entry:
             spans.setdefault(entry["spd_stage"], [entry["step"], entry["step"]])[1] = entry["step"]
-            if "replacing_rate" in entry:
-                last_rates[entry["spd_stage"]] = entry["replacing_rate"]
-    # The reference preset has no ramp: after stage I it keeps grafting at a constant p < 1, so "pure sparse
-    # student" would be false there; the logged rate says which it was.
-    rate_after_stage_1 = last_rates.get(3, 1.0)
+            if entry["spd_stage"] == 3 and "replacing_rate" in entry:
+                rate_after_stage_1 = entry["replacing_rate"]
     names = {
         1: "I: prune while grafting",
         2: "II: grafting rate ramps to 1",
