@@ -12,7 +12,9 @@ absolute logit difference to dense PyTorch fp32 over the timed inputs (padding i
 
 Variants: ``dense`` (PyTorch fp32), ``csr`` (``to_sparse_inference``: pruned linears as CSR, int32 indices),
 ``csr_int64`` (the same with torch's default int64 indices, for comparison), ``native`` and ``native_int8``
-(``to_sparse_inference(kernel="native")``: this package's C kernel, uint16 indices, fp32 or int8 values), ``ort_fp32`` and ``ort_int8`` (the
+(``to_sparse_inference(kernel="native")``: this package's C kernel, uint16 indices, fp32 or int8 values),
+``native_compiled`` and ``native_int8_compiled`` (the same models through ``torch.compile``, inductor, one compiled
+graph per shape and thread count, compiled in the dropped warm-up round), ``ort_fp32`` and ``ort_int8`` (the
 ``optimum-spd export`` graphs, ONNX Runtime CPU, ``ORT_ENABLE_ALL``; int8 = dynamic quantisation, per-channel int8
 weights), ``torch_int8`` (``torch.ao.quantization.quantize_dynamic`` of the linears) and ``bf16`` (autocast).
 
@@ -42,7 +44,19 @@ from optimum_spd.utils import write_json_atomically
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS = os.path.join(HERE, "results", "inference.json")
 SHAPES = ((1, 16), (1, 128), (8, 128))
-VARIANTS = ("dense", "csr", "csr_int64", "native", "native_int8", "ort_fp32", "ort_int8", "torch_int8", "bf16")
+VARIANTS = (
+    "dense",
+    "csr",
+    "csr_int64",
+    "native",
+    "native_int8",
+    "native_compiled",
+    "native_int8_compiled",
+    "ort_fp32",
+    "ort_int8",
+    "torch_int8",
+    "bf16",
+)
 
 
 def build_model(name: str, sparsity: float) -> BertForSequenceClassification:
@@ -108,11 +122,14 @@ def main() -> None:
     rows = []
     for threads in args.threads:
         torch.set_num_threads(threads)
+        torch._dynamo.reset()  # inductor's CPU code is built for the thread count it was compiled under
+        compiled = {f"{name}_compiled": torch.compile(model, dynamic=False) for name, model in native_models.items()}
         runners = {
             "dense": torch_runner(dense),
             "csr": torch_runner(csr_model),
             "csr_int64": torch_runner(csr64_model),
             **{name: torch_runner(model) for name, model in native_models.items()},
+            **{name: torch_runner(model) for name, model in compiled.items()},
             "ort_fp32": ort_runner(os.path.join(workdir, "onnx", "model.onnx"), threads),
             "ort_int8": ort_runner(os.path.join(workdir, "onnx", "model_int8.onnx"), threads),
             "torch_int8": torch_runner(int8_model),

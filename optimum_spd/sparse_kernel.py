@@ -112,6 +112,7 @@ def _scratch_buffer(numel: int) -> torch.Tensor:
     return buffer
 
 
+@torch.library.custom_op("optimum_spd::csr_matmul", mutates_args=())
 def csr_matmul(
     hidden: torch.Tensor,
     row_ptr: torch.Tensor,
@@ -122,7 +123,12 @@ def csr_matmul(
 ) -> torch.Tensor:
     """``hidden @ W.T + bias`` for ``W`` in CSR: int32 ``row_ptr``, uint16 ``col``, and fp32 ``values`` or int8
     ``values`` with a per-row fp32 ``scale``. ``hidden``: (tokens, in_features) fp32 on the CPU, without autograd.
-    Returns (tokens, out_features)."""
+    Returns (tokens, out_features).
+
+    A torch custom op (``torch.ops.optimum_spd.csr_matmul``), not a plain Python function, so that
+    ``torch.compile`` captures a model of :class:`~optimum_spd.NativeCSRLinear` layers as one graph (the kernel an
+    opaque node in it) instead of breaking it at every linear: the compiled graph fuses what lies between the
+    linears (attention, layer norms, GELU), most of the remaining time at short inputs."""
     library = load_kernel()
     hidden = hidden.contiguous()
     tokens, in_features = hidden.shape
@@ -146,3 +152,9 @@ def csr_matmul(
         torch.get_num_threads(),
     )
     return out
+
+
+@csr_matmul.register_fake
+def _csr_matmul_shape(hidden, row_ptr, col, values, scale=None, bias=None) -> torch.Tensor:
+    """What ``torch.compile`` traces with: the output's shape and dtype, no computation."""
+    return hidden.new_empty(hidden.shape[0], row_ptr.shape[0] - 1)

@@ -82,6 +82,26 @@ def test_native_kernel_on_a_whole_model():
     assert sparse_model.state_dict().keys() == model.state_dict().keys()
 
 
+def test_a_native_model_compiles_as_one_graph():
+    # fullgraph=True fails on any graph break: the kernel must be one opaque op that torch.compile traces through.
+    # aot_eager runs the captured graph without inductor's C++ build, so the test stays fast.
+    torch.manual_seed(0)
+    model = tiny_model().eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2 and ".encoder." in f".{name}":
+                parameter[torch.rand_like(parameter) < 0.8] = 0
+    sparse_model = copy.deepcopy(model)
+    to_sparse_inference(sparse_model, min_sparsity=0.5, kernel="native", int8=True)
+    torch._dynamo.reset()
+    compiled = torch.compile(sparse_model, backend="aot_eager", fullgraph=True)
+    ids = torch.randint(5, 100, (2, 19))
+    with torch.inference_mode():
+        expected = sparse_model(input_ids=ids).logits
+        torch.testing.assert_close(compiled(input_ids=ids).logits, expected, atol=1e-6, rtol=1e-6)
+        assert (expected - model(input_ids=ids).logits).abs().max() < 1e-2  # int8 weights: close, not exact
+
+
 def test_native_kernel_refuses_what_it_cannot_run():
     sparse = NativeCSRLinear(pruned_linear(16, 8))
     with pytest.raises(TypeError, match="fp32 activations on the CPU"):
