@@ -17,6 +17,16 @@ def pruned_linear(in_features: int, out_features: int, sparsity: float = 0.9, bi
     return linear
 
 
+def pruned_tiny_model(sparsity: float = 0.8) -> nn.Module:
+    """A tiny model whose encoder matrices have about ``sparsity`` of their weights zeroed at random."""
+    model = tiny_model().eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if parameter.dim() == 2 and ".encoder." in f".{name}":
+                parameter[torch.rand_like(parameter) < sparsity] = 0
+    return model
+
+
 # Token counts around the kernel's 16-token vectors and its 64-token blocks: padding, remainders, both paths.
 @pytest.mark.parametrize("tokens", [1, 15, 16, 17, 64, 70, 130])
 @pytest.mark.parametrize("bias", [True, False])
@@ -58,11 +68,7 @@ def test_native_int8_values_are_per_row_quantised():
 
 
 def test_native_kernel_on_a_whole_model():
-    model = tiny_model().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() == 2 and ".encoder." in f".{name}":
-                parameter[torch.rand_like(parameter) < 0.8] = 0
+    model = pruned_tiny_model()
     sparse_model = copy.deepcopy(model)
     replaced = to_sparse_inference(sparse_model, min_sparsity=0.5, kernel="native")
     assert len(replaced) == 12 and all(isinstance(sparse_model.get_submodule(n), NativeCSRLinear) for n in replaced)
@@ -86,11 +92,7 @@ def test_a_native_model_compiles_as_one_graph():
     # fullgraph=True fails on any graph break: the kernel must be one opaque op that torch.compile traces through.
     # aot_eager runs the captured graph without inductor's C++ build, so the test stays fast.
     torch.manual_seed(0)
-    model = tiny_model().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() == 2 and ".encoder." in f".{name}":
-                parameter[torch.rand_like(parameter) < 0.8] = 0
+    model = pruned_tiny_model()
     sparse_model = copy.deepcopy(model)
     to_sparse_inference(sparse_model, min_sparsity=0.5, kernel="native", int8=True)
     torch._dynamo.reset()
