@@ -3,6 +3,7 @@ import copy
 import pytest
 import torch
 from helpers import tiny_model
+from test_serialization import pruned_model
 from torch import nn
 
 from optimum_spd import NativeCSRLinear, sparse_kernel, sparsity_report, to_sparse_inference
@@ -15,16 +16,6 @@ def pruned_linear(in_features: int, out_features: int, sparsity: float = 0.9, bi
         linear.weight[torch.rand_like(linear.weight) < sparsity] = 0
         linear.weight[3] = 0  # an empty row
     return linear
-
-
-def pruned_tiny_model(sparsity: float = 0.8) -> nn.Module:
-    """A tiny model whose encoder matrices have about ``sparsity`` of their weights zeroed at random."""
-    model = tiny_model().eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if parameter.dim() == 2 and ".encoder." in f".{name}":
-                parameter[torch.rand_like(parameter) < sparsity] = 0
-    return model
 
 
 # Token counts around the kernel's 16-token vectors and its 64-token blocks: padding, remainders, both paths.
@@ -68,7 +59,7 @@ def test_native_int8_values_are_per_row_quantised():
 
 
 def test_native_kernel_on_a_whole_model():
-    model = pruned_tiny_model()
+    model = pruned_model(sparsity=0.8)
     sparse_model = copy.deepcopy(model)
     replaced = to_sparse_inference(sparse_model, min_sparsity=0.5, kernel="native")
     assert len(replaced) == 12 and all(isinstance(sparse_model.get_submodule(n), NativeCSRLinear) for n in replaced)
@@ -92,7 +83,7 @@ def test_a_native_model_compiles_as_one_graph():
     # fullgraph=True fails on any graph break: the kernel must be one opaque op that torch.compile traces through.
     # aot_eager runs the captured graph without inductor's C++ build, so the test stays fast.
     torch.manual_seed(0)
-    model = pruned_tiny_model()
+    model = pruned_model(sparsity=0.8)
     sparse_model = copy.deepcopy(model)
     to_sparse_inference(sparse_model, min_sparsity=0.5, kernel="native", int8=True)
     torch._dynamo.reset()
