@@ -1,7 +1,8 @@
 #!/usr/bin/env python
-"""What does an SPD step cost next to plain fine-tuning? Time per optimizer step per stage, and peak memory.
+r"""What does an SPD step cost next to plain fine-tuning? Time per optimizer step per stage, and peak memory.
 
-    python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32] [--precisions fp32 bf16] [--optim adamw_torch_fused]
+    python benchmarks/cost.py [--rounds 4] [--steps 8] [--batch_size 32] [--precisions fp32 bf16] \
+        [--optim adamw_torch_fused]
     python benchmarks/cost.py --transfer --precisions fp32 --no_memory   # what transfer data adds (issue 16)
 
 In one process, on the same fixed batches of MRPC train (or random tokens without ``--data_dir``), a plain
@@ -10,9 +11,10 @@ In one process, on the same fixed batches of MRPC train (or random tokens withou
 Each turn is ``--steps`` optimizer steps through ``trainer.train()``; a callback times every step, the first step
 of each turn (optimizer creation, warm-up) is dropped, and the median is reported. The SPD runs use the paper
 recipe (``preset="paper"``, the preset with all three stages): grafting rate 0.3 in stage I, the ramp in stage II,
-the pure student in stage III, all three distillation terms on. Every configuration runs once per ``--precisions`` entry (``bf16``: ``bf16=True``, i.e.
-autocast to bfloat16 with fp32 master weights, the teacher's forward included), all interleaved in the same rounds,
-so the bf16/fp32 ratios come from one process on one machine state.
+the pure student in stage III, all three distillation terms on. Every configuration runs once per
+``--precisions`` entry (``bf16``: ``bf16=True``, i.e. autocast to bfloat16 with fp32 master weights, the teacher's
+forward included), all interleaved in the same rounds, so the bf16/fp32 ratios come from one process on one
+machine state.
 
 Peak memory: on CUDA the peak allocated by torch during the turn (``torch.cuda.max_memory_allocated``); on CPU,
 which has no allocator peak to reset, a child process runs one turn of one configuration and reports the peak
