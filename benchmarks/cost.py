@@ -22,7 +22,10 @@ resident memory sampled during ``train()`` minus the resident memory just before
 
 Prints one table and writes ``benchmarks/results/cost.json``. With ``--transfer``, stages I and III also run with
 transfer data (the same rows, labels dropped, one transfer row per labelled row: ``transfer_ratio=1``, as
-``glue.py --augment_copies``), interleaved with the rest, and the file is ``cost_transfer.json``.
+``glue.py --augment_copies``), interleaved with the rest, and the file is ``cost_transfer.json``. The teacher's outputs
+on transfer rows are computed on the fly; to show what caching them once would save at most, each round also times
+the teacher's forward alone on the turn's batches (no gradient, eager attention, every layer's hidden states and
+attention maps: what the distillation terms read) and reports the size of those outputs per row.
 
 ``--profile STAGE`` instead runs ``torch.profiler`` over ``--steps`` steps of that configuration in each precision
 (after one untimed warm-up turn) and prints where the time goes: the operators with the most self CPU time per
@@ -62,6 +65,7 @@ RESULTS = os.path.join(HERE, "results", "cost.json")
 STAGES = ("plain", "stage_1", "stage_2", "stage_3")
 TRANSFER_STAGES = ("stage_1_transfer", "stage_3_transfer")  # the stage's step plus a transfer batch
 PRECISIONS = ("fp32", "bf16")
+TEACHER_FORWARD = "teacher_forward-fp32"  # with --transfer: what caching the teacher's outputs would save at most
 
 
 def configuration_names(precisions: list[str], transfer: bool = False) -> list[str]:
@@ -167,11 +171,39 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
     return trainer, timer
 
 
+def teacher_forward_turn(teacher, batches: list[dict]) -> tuple[list[float], float]:
+    """Seconds of each no-grad teacher forward over ``batches``, and the MiB per row of the outputs a cache would keep.
+
+    Those outputs are every layer's hidden states and attention maps: what the hidden and attention terms read.
+    """
+    seconds, cached_bytes, rows = [], 0, 0
+    with torch.no_grad():
+        for batch in batches:
+            started = time.perf_counter()
+            outputs = teacher(**batch, output_hidden_states=True, output_attentions=True)
+            seconds.append(time.perf_counter() - started)
+            kept = outputs.hidden_states + outputs.attentions + (outputs.logits,)
+            cached_bytes += sum(tensor.numel() * tensor.element_size() for tensor in kept)
+            rows += batch["input_ids"].shape[0]
+    return seconds, cached_bytes / rows / 2**20
+
+
 def time_configurations(cli) -> dict[str, dict]:
     dataset = fixed_batches_dataset(cli)
     with tempfile.TemporaryDirectory() as work_dir:
         built = {name: build_trainer(name, dataset, cli, work_dir) for name in cli.configurations}
         timings: dict[str, list[float]] = {name: [] for name in cli.configurations}
+        if cli.transfer:  # the teacher's forward alone, on the batches a turn trains on (as its transfer batches)
+            teacher = AutoModelForSequenceClassification.from_pretrained(
+                cli.model_name_or_path, num_labels=2, attn_implementation="eager"
+            ).eval()
+            collator = DataCollatorWithPadding(AutoTokenizer.from_pretrained(cli.model_name_or_path))
+            rows = dataset.remove_columns([c for c in ("label", "labels") if c in dataset.column_names])
+            batches = [
+                collator([rows[i] for i in range(start, start + cli.batch_size)])
+                for start in range(0, len(rows), cli.batch_size)
+            ]
+            timings[TEACHER_FORWARD] = []
         cuda_peaks: dict[str, int] = {}
         for _ in range(cli.rounds):
             for name in cli.configurations:
@@ -183,16 +215,21 @@ def time_configurations(cli) -> dict[str, dict]:
                 if torch.cuda.is_available():
                     cuda_peaks[name] = max(cuda_peaks.get(name, 0), torch.cuda.max_memory_allocated())
                 timings[name].extend(timer.seconds[1:])  # the first step of a turn pays for set-up
+            if cli.transfer:
+                seconds, cached_mib_per_row = teacher_forward_turn(teacher, batches)
+                timings[TEACHER_FORWARD].extend(seconds[1:])
     results = {}
-    for name in cli.configurations:
+    for name, seconds in timings.items():
         results[name] = {
-            "median_step_s": statistics.median(timings[name]),
-            "steps_timed": len(timings[name]),
-            "min_step_s": min(timings[name]),
-            "max_step_s": max(timings[name]),
+            "median_step_s": statistics.median(seconds),
+            "steps_timed": len(seconds),
+            "min_step_s": min(seconds),
+            "max_step_s": max(seconds),
         }
         if name in cuda_peaks:
             results[name]["peak_memory_mib"] = cuda_peaks[name] / 2**20
+    if cli.transfer:
+        results[TEACHER_FORWARD]["cached_outputs_mib_per_row"] = cached_mib_per_row
     return results
 
 
@@ -411,7 +448,6 @@ def main() -> None:
         else f"random tokens, {cli.seq_len}",
     }
     os.makedirs(os.path.dirname(results_path), exist_ok=True)
-    write_json_atomically({"machine": machine, "settings": settings, "results": results}, results_path)
 
     memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
     print(
@@ -426,6 +462,23 @@ def main() -> None:
             f"| {name} | {row['median_step_s']:.3f} | {row['time_ratio']:.2f} | "
             f"{row.get('speedup_over_fp32', 1.0):.2f} | {memory} |"
         )
+    if TEACHER_FORWARD in results:
+        forward = results[TEACHER_FORWARD]
+        for stage in TRANSFER_STAGES:  # caching would remove the transfer batch's teacher forward from the step
+            step = results.get(f"{stage}-fp32")
+            if step is not None:
+                forward[f"share_of_{stage}_step"] = forward["median_step_s"] / step["median_step_s"]
+        shares = ", ".join(
+            f"{forward[key]:.0%} of a {key.removeprefix('share_of_').removesuffix('_step')} step"
+            for key in forward
+            if key.startswith("share_of_")
+        )
+        print(
+            f"\nteacher forward alone, per transfer batch (what caching its outputs would save at most): "
+            f"{forward['median_step_s']:.3f} s, {shares}; the cache would hold "
+            f"{forward['cached_outputs_mib_per_row']:.2f} MiB per row"
+        )
+    write_json_atomically({"machine": machine, "settings": settings, "results": results}, results_path)
     print(f"\nwrote {results_path}")
 
 
