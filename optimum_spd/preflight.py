@@ -168,11 +168,6 @@ def check_transfer_dataset(dataset, args):
             f"transfer_dataset has a {labelled[0]!r} column: transfer rows are unlabelled and only distilled from the "
             f"teacher. Put labelled rows in train_dataset, or drop it: transfer_dataset.remove_columns({labelled})."
         )
-    if args.world_size > 1:
-        raise NotImplementedError(
-            "transfer_dataset runs a second forward per step through the model, which DDP's reducer does not allow "
-            "before backward; train with transfer data on one process (or put the rows in train_dataset)."
-        )
     if not args.needs_teacher_outputs:
         raise ValueError(
             "transfer_dataset is distilled with the teacher terms only, but hidden_distill_weight, "

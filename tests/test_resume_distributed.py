@@ -137,6 +137,23 @@ def test_torchrun_two_processes_and_resume(tmp_path):
 
 
 @pytest.mark.slow
+def test_torchrun_with_transfer_data_all_reduces_its_gradients(tmp_path):
+    """Each rank distils its own transfer rows; DDP must still average those gradients, or the ranks drift apart."""
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
+    output = str(tmp_path / "ddp-transfer")
+    completed = run(launcher + [str(free_port()), SCRIPT, output, "--transfer"])
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    result = records(output)
+    rank0, rank1 = result["ranks"]
+    drawn = [(a["transfer_rows"], b["transfer_rows"]) for a, b in zip(rank0, rank1) if a["transfer_rows"]]
+    assert len(drawn) >= 8 and all(rows0 != rows1 for rows0, rows1 in drawn)  # different rows on each rank...
+    assert [(r["masks"], r["weights"]) for r in rank0] == [(r["masks"], r["weights"]) for r in rank1]  # ...same model
+    without = run(launcher + [str(free_port()), SCRIPT, str(tmp_path / "ddp")])
+    assert without.returncode == 0, without.stderr[-4000:]
+    assert records(str(tmp_path / "ddp"))["final_weights"] != result["final_weights"]  # the transfer rows trained it
+
+
+@pytest.mark.slow
 def test_accelerate_launch_two_cpu_processes(tmp_path):
     # On a machine without GPUs, `--multi_gpu` starts torch.distributed processes that run on the CPU with gloo.
     # (`--cpu --num_processes 2` would start ONE process: accelerate only spreads CPU runs over MPI.)

@@ -1,10 +1,10 @@
 """One small SPD run, launched by the tests under torchrun / accelerate launch (or as a plain process).
 
-Usage: spd_run.py OUTPUT_DIR [--resume CHECKPOINT] [--max_steps N] [--kill_at_step N] [--bf16]
+Usage: spd_run.py OUTPUT_DIR [--resume CHECKPOINT] [--max_steps N] [--kill_at_step N] [--bf16] [--transfer]
 
 Every rank records, after every optimizer step, the grafting decisions its compute_loss actually used and digests
 of its masks and weights; rank 0 gathers all ranks' records into OUTPUT_DIR/records.json and saves the final
-model. ``--kill_at_step`` SIGKILLs the process right after that step's checkpoint (a crash, for resume tests).
+model. ``--transfer`` adds unlabelled transfer rows (each rank draws its own). ``--kill_at_step`` SIGKILLs the process right after that step's checkpoint (a crash, for resume tests).
 """
 
 import argparse
@@ -35,6 +35,14 @@ def digest(tensors) -> str:
 class Recorder(TrainerCallback):
     def __init__(self, trainer, kill_at_step):
         self.trainer, self.kill_at_step, self.records = trainer, kill_at_step, []
+        self.transfer_rows: list[list[int]] = []  # the transfer rows this rank drew in the current step
+        draw = trainer._transfer_rows
+
+        def recorded_draw(step, rows):
+            self.transfer_rows.append(draw(step, rows))
+            return self.transfer_rows[-1]
+
+        trainer._transfer_rows = recorded_draw
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -44,6 +52,7 @@ class Recorder(TrainerCallback):
             {
                 "step": state.global_step,
                 "decisions": list(trainer.grafting_decisions),
+                "transfer_rows": self.transfer_rows.pop() if self.transfer_rows else None,
                 "masks": digest(masks),
                 "weights": digest(weights),
             }
@@ -62,6 +71,7 @@ def main():
     parser.add_argument("--kill_at_step", type=int, default=None)
     parser.add_argument("--save_steps", type=int, default=4)
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (fp32 master weights)")
+    parser.add_argument("--transfer", action="store_true", help="with unlabelled transfer rows (transfer_dataset)")
     options = parser.parse_args()
     torch.set_num_threads(1)
     args = SparseDistillConfig(
@@ -84,7 +94,10 @@ def main():
         dataloader_num_workers=0,
         bf16=options.bf16,
     )
-    trainer = SPDTrainer(model=tiny_model(num_layers=4), args=args, train_dataset=tiny_dataset(96))
+    transfer = tiny_dataset(40, seed=1).remove_columns("labels") if options.transfer else None
+    trainer = SPDTrainer(
+        model=tiny_model(num_layers=4), args=args, train_dataset=tiny_dataset(96), transfer_dataset=transfer
+    )
     recorder = Recorder(trainer, options.kill_at_step)
     trainer.add_callback(recorder)
     trainer.train(resume_from_checkpoint=options.resume)
