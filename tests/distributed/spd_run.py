@@ -4,7 +4,8 @@ Usage: spd_run.py OUTPUT_DIR [--resume CHECKPOINT] [--max_steps N] [--kill_at_st
 
 Every rank records, after every optimizer step, the grafting decisions its compute_loss actually used and digests
 of its masks and weights; rank 0 gathers all ranks' records into OUTPUT_DIR/records.json and saves the final
-model. ``--transfer`` adds unlabelled transfer rows (each rank draws its own). ``--kill_at_step`` SIGKILLs the process right after that step's checkpoint (a crash, for resume tests).
+model. ``--transfer`` adds unlabelled transfer rows (each rank draws its own). ``--kill_at_step`` SIGKILLs the
+process right after that step's checkpoint (a crash, for resume tests).
 """
 
 import argparse
