@@ -429,13 +429,12 @@ class SPDTrainer(SPDHubMixin, Trainer):
         )
         with torch.no_grad():
             teacher_outputs = self.teacher_model(**batch, **output_flags)
-        # Under DDP, the transfer forward goes through the bare module: the wrapper's forward would re-arm its reducer
-        # on this batch's outputs alone (another unused-parameter search, another buffer broadcast). This step's
-        # grafting makes both forwards use the same parameters, and one backward sums both batches' gradients into
-        # each parameter before DDP's per-parameter hook all-reduces it, once.
-        student = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+        # Under DDP, the transfer forward goes through the unwrapped model: the wrapper's forward would re-arm its
+        # reducer on this batch's outputs alone (another unused-parameter search, another buffer broadcast). This
+        # step's grafting makes both forwards use the same parameters, and one backward sums both batches' gradients
+        # into each parameter before DDP's per-parameter hook all-reduces it, once.
         with grafted(self.student_layers, self.teacher_layers, decisions):
-            student_outputs = student(**batch, **output_flags)
+            student_outputs = self.accelerator.unwrap_model(model)(**batch, **output_flags)
         # No gold labels here: the hard-label term is off and a regression head is matched to the teacher.
         weights = dataclasses.replace(self.loss_weights, hard_label=0.0)
         loss, _ = distillation_loss(
