@@ -121,6 +121,11 @@ def fixed_batches_dataset(cli) -> Dataset:
     )
 
 
+def without_labels(dataset: Dataset) -> Dataset:
+    """The rows as transfer data: the same tokens, the label column dropped."""
+    return dataset.remove_columns([column for column in ("label", "labels") if column in dataset.column_names])
+
+
 def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> tuple[Trainer, StepTimer]:
     stage, precision = configuration.split("-")
     spd_args = SparseDistillConfig(
@@ -157,8 +162,7 @@ def build_trainer(configuration: str, dataset: Dataset, cli, work_dir: str) -> t
         )
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
     else:
-        labels = [column for column in ("label", "labels") if column in dataset.column_names]
-        transfer = dataset.remove_columns(labels) if stage.endswith("_transfer") else None
+        transfer = without_labels(dataset) if stage.endswith("_transfer") else None
         trainer = SPDTrainer(
             model=model,
             args=spd_args,
@@ -198,7 +202,7 @@ def time_configurations(cli) -> dict[str, dict]:
                 cli.model_name_or_path, num_labels=2, attn_implementation="eager"
             ).eval()
             collator = DataCollatorWithPadding(AutoTokenizer.from_pretrained(cli.model_name_or_path))
-            rows = dataset.remove_columns([c for c in ("label", "labels") if c in dataset.column_names])
+            rows = without_labels(dataset)
             batches = [
                 collator([rows[i] for i in range(start, start + cli.batch_size)])
                 for start in range(0, len(rows), cli.batch_size)
@@ -447,8 +451,6 @@ def main() -> None:
         if cli.data_dir
         else f"random tokens, {cli.seq_len}",
     }
-    os.makedirs(os.path.dirname(results_path), exist_ok=True)
-
     memory_kind = "peak CUDA allocated" if torch.cuda.is_available() else "peak RSS added by training"
     print(
         f"| configuration | median step (s) | x plain (same precision) | x faster than fp32 | {memory_kind} (MiB) | "
@@ -478,6 +480,7 @@ def main() -> None:
             f"{forward['median_step_s']:.3f} s, {shares}; the cache would hold "
             f"{forward['cached_outputs_mib_per_row']:.2f} MiB per row"
         )
+    os.makedirs(os.path.dirname(results_path), exist_ok=True)
     write_json_atomically({"machine": machine, "settings": settings, "results": results}, results_path)
     print(f"\nwrote {results_path}")
 
