@@ -114,21 +114,22 @@ def check_distributed(output, launcher):
     return result
 
 
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]  # + a port
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(tmp_path_factory):
+    """One checked 2-process run under torchrun, shared by the tests that resume from it or compare with it."""
+    output = str(tmp_path_factory.mktemp("torchrun") / "ddp")
+    return output, check_distributed(output, TORCHRUN + [str(free_port())])
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_and_resume(tmp_path):
-    launcher = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_port",
-        str(free_port()),
-    ]
-    full = check_distributed(str(tmp_path / "ddp"), launcher)
-    launcher[-1] = str(free_port())
+def test_torchrun_two_processes_and_resume(torchrun_run, tmp_path):
+    full_dir, full = torchrun_run
     resumed_dir = str(tmp_path / "ddp-resumed")
-    shutil.copytree(os.path.join(tmp_path, "ddp", "checkpoint-8"), os.path.join(resumed_dir, "checkpoint-8"))
+    shutil.copytree(os.path.join(full_dir, "checkpoint-8"), os.path.join(resumed_dir, "checkpoint-8"))
+    launcher = TORCHRUN + [str(free_port())]
     completed = run(launcher + [SCRIPT, resumed_dir, "--resume", os.path.join(resumed_dir, "checkpoint-8")])
     assert completed.returncode == 0, completed.stderr[-4000:]
     resumed = records(resumed_dir)
@@ -137,20 +138,18 @@ def test_torchrun_two_processes_and_resume(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_with_transfer_data_all_reduces_its_gradients(tmp_path):
+def test_torchrun_with_transfer_data_all_reduces_its_gradients(torchrun_run, tmp_path):
     """Each rank distils its own transfer rows; DDP must still average those gradients, or the ranks drift apart."""
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port"]
     output = str(tmp_path / "ddp-transfer")
-    completed = run(launcher + [str(free_port()), SCRIPT, output, "--transfer"])
+    completed = run(TORCHRUN + [str(free_port()), SCRIPT, output, "--transfer"])
     assert completed.returncode == 0, completed.stderr[-4000:]
     result = records(output)
     rank0, rank1 = result["ranks"]
     drawn = [(a["transfer_rows"], b["transfer_rows"]) for a, b in zip(rank0, rank1) if a["transfer_rows"]]
     assert len(drawn) >= 8 and all(rows0 != rows1 for rows0, rows1 in drawn)  # different rows on each rank...
     assert [(r["masks"], r["weights"]) for r in rank0] == [(r["masks"], r["weights"]) for r in rank1]  # ...same model
-    without = run(launcher + [str(free_port()), SCRIPT, str(tmp_path / "ddp")])
-    assert without.returncode == 0, without.stderr[-4000:]
-    assert records(str(tmp_path / "ddp"))["final_weights"] != result["final_weights"]  # the transfer rows trained it
+    _, without = torchrun_run  # the same run without transfer data
+    assert without["final_weights"] != result["final_weights"]  # the transfer rows trained it
 
 
 @pytest.mark.slow
