@@ -254,6 +254,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         self.stage_seconds: dict[str, float] = {}  # training wall time per stage (evaluation excluded)
         self.teacher_metrics: dict[str, float] | None = None  # filled by evaluate_teacher(), shown on the card
         self.grafting_decisions: list[bool] = []
+        self.transfer_rows_drawn: list[int] | None = None
         self._loss_term_sums: dict[str, torch.Tensor] = {}  # on the loss's device: read once per logging step
         self._loss_term_count = 0
         self.add_callback(SPDCallback(self))
@@ -382,6 +383,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         rate = self.replacing_rate(step)
         decisions = draw_grafting_decisions(len(self.student_layers), rate, self.args.seed, step)
         self.grafting_decisions = decisions  # the draws this step used (inspected by the distributed tests)
+        self.transfer_rows_drawn = None  # the transfer rows this step used, if any (likewise)
         if any(decisions):
             with grafted(self.student_layers, self.teacher_layers, decisions):
                 student_outputs = model(**features, **output_flags)
@@ -424,9 +426,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
 
     def _transfer_loss(self, model, decisions: list[bool], output_flags: dict, step: int, rows: int) -> torch.Tensor:
         """The teacher terms on ``rows`` transfer rows, through the student grafted as in this step's batch."""
-        batch = self._prepare_inputs(
-            self.data_collator([self.transfer_dataset[i] for i in self._transfer_rows(step, rows)])
-        )
+        self.transfer_rows_drawn = self._transfer_rows(step, rows)
+        batch = self._prepare_inputs(self.data_collator([self.transfer_dataset[i] for i in self.transfer_rows_drawn]))
         with torch.no_grad():
             teacher_outputs = self.teacher_model(**batch, **output_flags)
         # Under DDP, the transfer forward goes through the unwrapped model: the wrapper's forward would re-arm its

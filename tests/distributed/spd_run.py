@@ -36,14 +36,6 @@ def digest(tensors) -> str:
 class Recorder(TrainerCallback):
     def __init__(self, trainer, kill_at_step):
         self.trainer, self.kill_at_step, self.records = trainer, kill_at_step, []
-        self.transfer_rows: list[list[int]] = []  # the transfer rows this rank drew in the current step
-        draw = trainer._transfer_rows
-
-        def recorded_draw(step, rows):
-            self.transfer_rows.append(draw(step, rows))
-            return self.transfer_rows[-1]
-
-        trainer._transfer_rows = recorded_draw
 
     def on_step_end(self, args, state, control, **kwargs):
         trainer = self.trainer
@@ -53,7 +45,7 @@ class Recorder(TrainerCallback):
             {
                 "step": state.global_step,
                 "decisions": list(trainer.grafting_decisions),
-                "transfer_rows": self.transfer_rows.pop() if self.transfer_rows else None,
+                "transfer_rows": trainer.transfer_rows_drawn,
                 "masks": digest(masks),
                 "weights": digest(weights),
             }
