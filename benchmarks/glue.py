@@ -541,6 +541,38 @@ def results_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def augmentation_gains_table(results: list[dict]) -> str:
+    """Markdown: each augmented group against its plain twin (same task, sparsity, method, rate, precision, budget
+    and teacher), paired by seed: the per-seed differences of the headline's last evaluation and their mean ±
+    standard error. Seeds run only one way are left out of the pair."""
+    lines = [
+        "| task | sparsity | method | lr | precision | copies/row | paired seeds | without | with | gain per seed | "
+        "gain (mean ± s.e.) |",
+        "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    groups = group_runs(results)
+    for group, augmented_runs in groups.items():
+        plain_runs = groups.get(group._replace(augment_copies=0)) if group.augment_copies else None
+        if not plain_runs:
+            continue
+        headline = headline_key(group.task)
+        plain = {run["seed"]: run["final"][headline] for run in plain_runs}
+        augmented = {run["seed"]: run["final"][headline] for run in augmented_runs}
+        seeds = sorted(plain.keys() & augmented.keys())
+        if not seeds:
+            continue
+        gains = [augmented[seed] - plain[seed] for seed in seeds]
+        spread = f"{100 * statistics.stdev(gains) / len(gains) ** 0.5:.1f}" if len(gains) > 1 else "–"
+        lines.append(
+            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale)} | "
+            f"{'' if group.learning_rate is None else f'{group.learning_rate:g}'} | {group.precision} | "
+            f"{group.augment_copies} | {','.join(map(str, seeds))} | "
+            f"{mean_std([plain[seed] for seed in seeds])} | {mean_std([augmented[seed] for seed in seeds])} | "
+            f"{', '.join(f'{100 * gain:+.1f}' for gain in gains)} | {100 * statistics.fmean(gains):+.1f} ± {spread} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
 def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method: str, seed: int) -> float:
     """The rate of the grid run (seed ``seed``) with the best last headline score for this task, sparsity, method."""
     key = headline_key(task)
@@ -633,6 +665,11 @@ def write_report(results_dir: str) -> str:
     """Rebuild glue.md and every glue_<task>.png from all run JSONs in ``results_dir/glue``."""
     results = load_results(os.path.join(results_dir, "glue"))
     table = results_table(results)
+    gains = augmentation_gains_table(results)
+    if gains:
+        table += (
+            "\n\n## Gain from augmented transfer data, paired by seed (headline metric, last evaluation)\n\n" + gains
+        )
     with open(os.path.join(results_dir, "glue.md"), "w") as handle:
         handle.write("# GLUE benchmark results (benchmarks/glue.py)\n\n" + table + "\n")
     for task in sorted({r["task"] for r in results if r["method"] in METHODS}):

@@ -209,6 +209,28 @@ def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_ben
     assert rates == plain["learning_rate"]
 
 
+def test_augmentation_gain_pairs_runs_by_seed_with_their_plain_twin(glue_benchmark):
+    def run(accuracy, seed, copies=0, **changes):
+        return {**fake_result("spd_reference", accuracy, seed=seed), "augment_copies": copies, **changes}
+
+    results = [
+        run(0.70, 0),
+        run(0.72, 1),
+        run(0.90, 3),  # no augmented twin: not in the pair
+        run(0.75, 0, copies=1),
+        run(0.73, 1, copies=1),
+        run(0.99, 2, copies=1),  # no plain twin
+        run(0.99, 0, copies=1, learning_rate=1e-3),  # another rate: a group without a plain twin
+        run(0.50, 0, copies=2),
+    ]
+    rows = glue_benchmark.augmentation_gains_table(results).splitlines()[2:]
+    assert len(rows) == 2
+    one_copy, two_copies = (row.split(" | ") for row in rows)
+    assert one_copy[5:] == ["1", "0,1", "71.0 ± 1.4", "74.0 ± 1.4", "+5.0, +1.0", "+3.0 ± 2.0 |"]
+    assert two_copies[5:] == ["2", "0", "70.0 ± –", "50.0 ± –", "-20.0", "-20.0 ± – |"]
+    assert glue_benchmark.augmentation_gains_table([run(0.7, 0)]) == ""
+
+
 def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
     # The study script's plan, recorded by a stand-in interpreter instead of running glue.py.
     import subprocess
