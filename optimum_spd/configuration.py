@@ -137,7 +137,8 @@ class SparseDistillConfig(TrainingArguments):
             Weight of the gold-label task loss (0: the reference adds none).
         transfer_ratio (`float`, defaults to `1.0`):
             With `SPDTrainer(transfer_dataset=...)`: unlabelled rows added per labelled row of each training batch;
-            on them only the teacher terms apply (beyond the paper; 0 ignores the transfer set).
+            on them only the teacher terms apply, and their batch's loss is added to the labelled batch's (beyond
+            the paper; 0 ignores the transfer set).
 
         > Saving and checks
 
