@@ -507,6 +507,11 @@ def method_label(method: str, augment_copies: int = 0, budget_scale: float = 1) 
     )
 
 
+def rate_label(learning_rate: float | None) -> str:
+    """The tables' learning-rate cell (empty for the one-shot reference, which has no rate)."""
+    return "" if learning_rate is None else f"{learning_rate:g}"
+
+
 def results_table(results: list[dict]) -> str:
     """Markdown: one row per (task, sparsity, method, learning rate, precision), mean ± std over its seeds."""
     lines = [
@@ -532,7 +537,7 @@ def results_table(results: list[dict]) -> str:
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
             f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale)} | "
-            f"{'' if learning_rate is None else f'{learning_rate:g}'} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
+            f"{rate_label(learning_rate)} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
             f"{statistics.fmean(run['final']['eval_loss'] for run in runs):.3f} | {seconds:.0f}{resumed} | "
@@ -565,7 +570,7 @@ def augmentation_gains_table(results: list[dict]) -> str:
         spread = f"{100 * statistics.stdev(gains) / len(gains) ** 0.5:.1f}" if len(gains) > 1 else "–"
         lines.append(
             f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale)} | "
-            f"{'' if group.learning_rate is None else f'{group.learning_rate:g}'} | {group.precision} | "
+            f"{rate_label(group.learning_rate)} | {group.precision} | "
             f"{group.augment_copies} | {','.join(map(str, seeds))} | "
             f"{mean_std([plain[seed] for seed in seeds])} | {mean_std([augmented[seed] for seed in seeds])} | "
             f"{', '.join(f'{100 * gain:+.1f}' for gain in gains)} | {100 * statistics.fmean(gains):+.1f} ± {spread} |"
