@@ -171,6 +171,7 @@ def run_suffix(cli) -> str:
     return (
         ("-bf16" if cli.bf16 else "")
         + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
+        + (f"-tw{cli.transfer_loss_weight:g}" if cli.transfer_loss_weight != 1 else "")
         + (f"-x{cli.budget_scale:g}" if cli.budget_scale != 1 else "")
     )
 
@@ -236,6 +237,7 @@ def run_config(
         use_cpu=not torch.cuda.is_available(),
         bf16=cli.bf16,
         optim=cli.optim,
+        transfer_loss_weight=cli.transfer_loss_weight,
         **METHODS[method],
     )
 
@@ -337,6 +339,7 @@ def run_method(
         precision="bf16" if cli.bf16 else "fp32",
         optim=cli.optim,
         augment_copies=cli.augment_copies,
+        transfer_loss_weight=cli.transfer_loss_weight,
         budget_scale=cli.budget_scale,
         num_train_rows=datasets["train"].num_rows,
         optimizer_steps=trainer.state.global_step,
@@ -462,6 +465,7 @@ class RunGroup(NamedTuple):
     learning_rate: float | None
     precision: str
     augment_copies: int
+    transfer_loss_weight: float
     budget_scale: float
     teacher_score: float  # the teacher's headline: runs against different teachers are never averaged together
 
@@ -478,6 +482,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
             learning_rate=result.get("learning_rate"),
             precision=result.get("precision", "fp32"),
             augment_copies=result.get("augment_copies", 0),
+            transfer_loss_weight=result.get("transfer_loss_weight", 1.0),
             budget_scale=result.get("budget_scale", 1),
             teacher_score=round(result["teacher"][headline_key(result["task"])], 6),
         )
@@ -490,6 +495,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
                 item[0].sparsity,
                 order.get(item[0].method, 99),
                 item[0].augment_copies,
+                item[0].transfer_loss_weight,
                 item[0].budget_scale,
                 item[0].learning_rate or 0,
                 item[0].precision,
@@ -498,11 +504,14 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
     )
 
 
-def method_label(method: str, augment_copies: int = 0, budget_scale: float = 1) -> str:
+def method_label(
+    method: str, augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0
+) -> str:
     """The table's name of a method, with its transfer data and its longer budget when it had them."""
     return (
         METHOD_LABELS[method]
         + (f" + {augment_copies} augmented copies/row" if augment_copies else "")
+        + (f", transfer loss × {transfer_loss_weight:g}" if transfer_loss_weight != 1 else "")
         + (f", {budget_scale:g}× epochs" if budget_scale != 1 else "")
     )
 
@@ -536,7 +545,7 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale)} | "
+            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale, group.transfer_loss_weight)} | "
             f"{rate_label(learning_rate)} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
@@ -557,7 +566,8 @@ def augmentation_gains_table(results: list[dict]) -> str:
     ]
     groups = group_runs(results)
     for group, augmented_runs in groups.items():
-        plain_runs = groups.get(group._replace(augment_copies=0)) if group.augment_copies else None
+        plain_twin = group._replace(augment_copies=0, transfer_loss_weight=1.0)
+        plain_runs = groups.get(plain_twin) if group.augment_copies else None
         if not plain_runs:
             continue
         headline = headline_key(group.task)
@@ -569,7 +579,7 @@ def augmentation_gains_table(results: list[dict]) -> str:
         gains = [augmented[seed] - plain[seed] for seed in seeds]
         spread = f"{100 * statistics.stdev(gains) / len(gains) ** 0.5:.1f}" if len(gains) > 1 else "–"
         lines.append(
-            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale)} | "
+            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale, group.transfer_loss_weight)} | "
             f"{rate_label(group.learning_rate)} | {group.precision} | "
             f"{group.augment_copies} | {','.join(map(str, seeds))} | "
             f"{mean_std([plain[seed] for seed in seeds])} | {mean_std([augmented[seed] for seed in seeds])} | "
@@ -608,7 +618,7 @@ def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
 
     chosen: dict[tuple, list[dict]] = {}
     for group, runs in group_runs(results).items():
-        variant = (group.method, group.precision, group.augment_copies, group.budget_scale)
+        variant = (group.method, group.precision, group.augment_copies, group.budget_scale, group.transfer_loss_weight)
         if variant not in chosen or rank(runs) > rank(chosen[variant]):
             chosen[variant] = runs
     return chosen
@@ -644,8 +654,9 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
             )
         trained = [r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS]
         final_eval_losses = []
-        for (method, precision, augment_copies, budget_scale), runs in plotted_runs(trained, task).items():
-            label = f"{method_label(method, augment_copies, budget_scale)}{' bf16' if precision == 'bf16' else ''}"
+        for variant, runs in plotted_runs(trained, task).items():
+            method, precision, augment_copies, budget_scale, transfer_loss_weight = variant
+            label = f"{method_label(method, augment_copies, budget_scale, transfer_loss_weight)}{' bf16' if precision == 'bf16' else ''}"
             label += f", lr {runs[0]['learning_rate']:g}, {len(runs)} seed{'s' if len(runs) > 1 else ''}"
             # One colour per method; the marker tells its variants apart.
             marker = "s-" if precision == "bf16" else "^-" if augment_copies else "D-" if budget_scale != 1 else "o-"
@@ -717,6 +728,12 @@ def main() -> None:
         help="transfer data: N augmented copies of every training row, distilled with the teacher terms (issue 16); "
         "methods without teacher terms (gmp, one_shot) are skipped",
     )
+    parser.add_argument(
+        "--transfer_loss_weight",
+        type=float,
+        default=1.0,
+        help="with --augment_copies: weight of the transfer batch's loss (SparseDistillConfig.transfer_loss_weight)",
+    )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument(
         "--budget_scale",
@@ -733,6 +750,8 @@ def main() -> None:
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
     cli = parser.parse_args()
+    if cli.transfer_loss_weight != 1 and not cli.augment_copies:
+        parser.error("--transfer_loss_weight weighs the transfer data's loss: it needs --augment_copies N")
     if not cli.report_only:
         cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     runs_dir = os.path.join(cli.results_dir, "glue")

@@ -139,6 +139,9 @@ class SparseDistillConfig(TrainingArguments):
             With `SPDTrainer(transfer_dataset=...)`: unlabelled rows added per labelled row of each training batch;
             on them only the teacher terms apply, and their batch's loss is added to the labelled batch's (beyond
             the paper; 0 ignores the transfer set).
+        transfer_loss_weight (`float`, defaults to `1.0`):
+            Weight of the transfer batch's loss in that sum (1: a transfer row counts as much as a labelled row's
+            teacher terms; 0 trains as if there were no transfer set, at the transfer batch's cost).
 
         > Saving and checks
 
@@ -226,6 +229,11 @@ class SparseDistillConfig(TrainingArguments):
         1.0,
         "With SPDTrainer(transfer_dataset=...): unlabelled rows added per labelled row of every training batch, "
         "distilled with the teacher terms only (hidden, attention, logit vs the teacher). Beyond the paper.",
+    )
+    transfer_loss_weight: float = _spd_field(
+        1.0,
+        "With SPDTrainer(transfer_dataset=...): weight of the transfer batch's loss when it is added to the labelled "
+        "batch's (1 by default: a transfer row counts as much as a labelled row's teacher terms). Beyond the paper.",
     )
     train_embeddings_and_head: bool = _spd_field(
         False,
@@ -315,6 +323,7 @@ class SparseDistillConfig(TrainingArguments):
             "logit_distill_weight",
             "hard_label_weight",
             "transfer_ratio",
+            "transfer_loss_weight",
         ):
             check_number(name, 0.0, math.inf)
         if not (

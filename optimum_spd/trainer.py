@@ -168,7 +168,8 @@ class SPDTrainer(SPDHubMixin, Trainer):
         transfer_dataset: optional unlabelled, tokenised rows (``input_ids``...; e.g. from
             :func:`optimum_spd.augmentation.augment_dataset`). Each training step adds ``args.transfer_ratio`` of
             them per labelled row, as a second batch through the same grafted student, distilled with the teacher
-            terms only. Epochs, steps and the stage schedule stay defined on ``train_dataset``.
+            terms only; its loss, times ``args.transfer_loss_weight``, is added to the labelled batch's. Epochs,
+            steps and the stage schedule stay defined on ``train_dataset``.
         **kwargs: every other ``Trainer`` argument (datasets, ``compute_metrics``, ``data_collator``, callbacks...).
     """
 
@@ -406,7 +407,7 @@ class SPDTrainer(SPDHubMixin, Trainer):
         if self.transfer_dataset is not None and self.args.transfer_ratio and any(decisions):
             transfer_rows = max(1, round(self.args.transfer_ratio * len(features["input_ids"])))
             terms["transfer"] = self._transfer_loss(model, decisions, output_flags, step, transfer_rows)
-            loss = loss + terms["transfer"]
+            loss = loss + self.args.transfer_loss_weight * terms["transfer"]
             terms["transfer"] = terms["transfer"].detach()
         if not torch.isfinite(loss):
             values = {name: float(value) for name, value in terms.items()}

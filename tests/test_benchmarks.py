@@ -27,7 +27,7 @@ def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp
     budget = glue_benchmark.BUDGETS["mrpc"]
 
     class Cli:
-        bf16, optim = False, "adamw_torch_fused"
+        bf16, optim, transfer_loss_weight = False, "adamw_torch_fused", 1.0
 
     configs = {
         m: glue_benchmark.run_config(str(tmp_path), 0.8, m, budget, Cli, 1e-4, 42) for m in glue_benchmark.METHODS
@@ -128,11 +128,11 @@ def test_plot_shows_each_method_at_its_most_seeded_rate_as_a_mean_curve(glue_ben
     ]
     chosen = glue_benchmark.plotted_runs(results, "mrpc")
     assert {key: [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
-        ("gmp", "fp32", 0, 1): [3e-4, 3e-4],
-        ("spd_paper", "fp32", 0, 1): [3e-4],
-        ("spd_paper", "bf16", 0, 1): [3e-4],
+        ("gmp", "fp32", 0, 1, 1.0): [3e-4, 3e-4],
+        ("spd_paper", "fp32", 0, 1, 1.0): [3e-4],
+        ("spd_paper", "bf16", 0, 1, 1.0): [3e-4],
     }
-    runs = chosen["gmp", "fp32", 0, 1]
+    runs = chosen["gmp", "fp32", 0, 1, 1.0]
     runs[1]["log_history"] = [*runs[1]["log_history"], {"step": 20, "eval_loss": 0.9}]  # a final evaluation
     # Mean over the runs, the last entry per step of each run (the final evaluation replaces the epoch's).
     assert glue_benchmark.mean_curve(runs, "eval_loss") == [(10, 0.6), (20, pytest.approx(0.8))]
@@ -146,6 +146,7 @@ def test_one_shot_reference_prunes_to_target_without_training(glue_benchmark, tm
 
     class Cli:
         bf16, optim, work_dir = False, "adamw_torch_fused", str(tmp_path / "work")
+        transfer_loss_weight = 1.0
 
     result = glue_benchmark.run_one_shot(
         task="mrpc",
@@ -192,9 +193,14 @@ def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchma
 def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
     class Cli:
         bf16, augment_copies, budget_scale, tuned_lr, learning_rates, seeds = False, 2, 1.0, False, [1e-4], [0]
+        transfer_loss_weight = 1.0
 
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
     assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2"]
+    Cli.transfer_loss_weight = 0.5
+    names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
+    assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2-tw0.5"]
+    Cli.transfer_loss_weight = 1.0
     assert glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, []) == []  # no teacher term to distil with
     Cli.augment_copies, Cli.budget_scale = 0, 3.0
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, [])]
@@ -222,11 +228,14 @@ def test_augmentation_gain_pairs_runs_by_seed_with_their_plain_twin(glue_benchma
         run(0.99, 2, copies=1),  # no plain twin
         run(0.99, 0, copies=1, learning_rate=1e-3),  # another rate: a group without a plain twin
         run(0.50, 0, copies=2),
+        run(0.60, 1, copies=1, transfer_loss_weight=0.5),  # another transfer weight: its own row, same plain twin
     ]
     rows = glue_benchmark.augmentation_gains_table(results).splitlines()[2:]
-    assert len(rows) == 2
-    one_copy, two_copies = (row.split(" | ") for row in rows)
+    assert len(rows) == 3
+    half_weight, one_copy, two_copies = (row.split(" | ") for row in rows)
     assert one_copy[5:] == ["1", "0,1", "71.0 ± 1.4", "74.0 ± 1.4", "+5.0, +1.0", "+3.0 ± 2.0 |"]
+    assert half_weight[2] == "SPD (reference), transfer loss × 0.5"
+    assert half_weight[5:] == ["1", "1", "72.0 ± –", "60.0 ± –", "-12.0", "-12.0 ± – |"]
     assert two_copies[5:] == ["2", "0", "70.0 ± –", "50.0 ± –", "-20.0", "-20.0 ± – |"]
     assert glue_benchmark.augmentation_gains_table([run(0.7, 0)]) == ""
 

@@ -42,6 +42,42 @@ def test_transfer_rows_get_the_teacher_terms_and_never_the_gold_label_term(spd_a
     assert any("loss_transfer" in entry for entry in trainer.state.log_history)
 
 
+@pytest.mark.parametrize("transfer_loss_weight", [1.0, 0.25, 0.0])
+def test_transfer_loss_is_added_with_its_weight(spd_args, monkeypatch, transfer_loss_weight):
+    parts = []  # (labelled or transfer, its loss) in call order: the labelled batch first, then its transfer batch
+    totals = []
+    original_loss = trainer_module.distillation_loss
+    original_compute = SPDTrainer.compute_loss
+
+    def spy(student, teacher, weights, temperature, mask, labels, regression_target="gold"):
+        loss, terms = original_loss(student, teacher, weights, temperature, mask, labels, regression_target)
+        parts.append(("labelled" if labels is not None else "transfer", loss.detach()))
+        return loss, terms
+
+    def record_total(self, *args, **kwargs):
+        total = original_compute(self, *args, **kwargs)
+        totals.append(total.detach())
+        return total
+
+    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    monkeypatch.setattr(SPDTrainer, "compute_loss", record_total)
+    make(spd_args, transfer_rows(), transfer_loss_weight=transfer_loss_weight, max_steps=4).train()
+    # Steps whose layers all drew the teacher have no transfer batch; p starts at 0.8 with 2 layers, so most have one.
+    steps, index = [], 0
+    for total in totals:
+        labelled = parts[index][1]
+        has_transfer = index + 1 < len(parts) and parts[index + 1][0] == "transfer"
+        transfer = parts[index + 1][1] if has_transfer else None
+        index += 2 if has_transfer else 1
+        steps.append((total, labelled, transfer))
+    assert any(transfer is not None for _, _, transfer in steps)
+    for total, labelled, transfer in steps:
+        expected = labelled if transfer is None else labelled + transfer_loss_weight * transfer
+        torch.testing.assert_close(total, expected)
+        if transfer is not None:
+            assert float(transfer) > 0
+
+
 def test_transfer_data_changes_what_the_student_learns(spd_args):
     without = make(spd_args, max_steps=6)
     without.train()
@@ -81,6 +117,8 @@ def test_bad_transfer_sets_are_refused(spd_args):
         )
     with pytest.raises(ValueError, match="transfer_ratio"):
         spd_args(transfer_ratio=-1.0)
+    with pytest.raises(ValueError, match="transfer_loss_weight"):
+        spd_args(transfer_loss_weight=float("nan"))
 
 
 def test_augmenter_is_deterministic_and_keeps_rows_valid(tmp_path):
