@@ -141,7 +141,7 @@ class SparseDistillConfig(TrainingArguments):
             the paper; 0 ignores the transfer set).
         transfer_loss_weight (`float`, defaults to `1.0`):
             Weight of the transfer batch's loss in that sum (1: a transfer row counts as much as a labelled row's
-            teacher terms; 0 trains as if there were no transfer set, at the transfer batch's cost).
+            teacher terms; 0 keeps the transfer batch out of the gradient, though it is still drawn and run).
 
         > Saving and checks
 
