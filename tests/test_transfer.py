@@ -22,15 +22,22 @@ def make(spd_args, transfer=None, **overrides):
     )
 
 
-def test_transfer_rows_get_the_teacher_terms_and_never_the_gold_label_term(spd_args, monkeypatch):
+def record_distillation_calls(monkeypatch) -> list[dict]:
+    """Every `distillation_loss` call the trainer makes, in order: its rows, labels, weights and returned loss."""
     calls = []
     original = trainer_module.distillation_loss
 
     def spy(student, teacher, weights, temperature, mask, labels, regression_target="gold"):
-        calls.append({"rows": student.logits.shape[0], "labels": labels, "weights": weights})
-        return original(student, teacher, weights, temperature, mask, labels, regression_target)
+        loss, terms = original(student, teacher, weights, temperature, mask, labels, regression_target)
+        calls.append({"rows": student.logits.shape[0], "labels": labels, "weights": weights, "loss": loss.detach()})
+        return loss, terms
 
     monkeypatch.setattr(trainer_module, "distillation_loss", spy)
+    return calls
+
+
+def test_transfer_rows_get_the_teacher_terms_and_never_the_gold_label_term(spd_args, monkeypatch):
+    calls = record_distillation_calls(monkeypatch)
     trainer = make(spd_args, transfer_rows(), hard_label_weight=1.0, transfer_ratio=0.5, max_steps=4)
     trainer.train()
     labelled = [call for call in calls if call["labels"] is not None]
@@ -44,38 +51,26 @@ def test_transfer_rows_get_the_teacher_terms_and_never_the_gold_label_term(spd_a
 
 @pytest.mark.parametrize("transfer_loss_weight", [1.0, 0.25, 0.0])
 def test_transfer_loss_is_added_with_its_weight(spd_args, monkeypatch, transfer_loss_weight):
-    parts = []  # (labelled or transfer, its loss) in call order: the labelled batch first, then its transfer batch
-    totals = []
-    original_loss = trainer_module.distillation_loss
+    calls = record_distillation_calls(monkeypatch)
+    steps = []  # (the loss compute_loss returned, the distillation_loss calls it made)
     original_compute = SPDTrainer.compute_loss
 
-    def spy(student, teacher, weights, temperature, mask, labels, regression_target="gold"):
-        loss, terms = original_loss(student, teacher, weights, temperature, mask, labels, regression_target)
-        parts.append(("labelled" if labels is not None else "transfer", loss.detach()))
-        return loss, terms
-
-    def record_total(self, *args, **kwargs):
+    def record_step(self, *args, **kwargs):
+        first_call = len(calls)
         total = original_compute(self, *args, **kwargs)
-        totals.append(total.detach())
+        steps.append((total.detach(), calls[first_call:]))
         return total
 
-    monkeypatch.setattr(trainer_module, "distillation_loss", spy)
-    monkeypatch.setattr(SPDTrainer, "compute_loss", record_total)
+    monkeypatch.setattr(SPDTrainer, "compute_loss", record_step)
     make(spd_args, transfer_rows(), transfer_loss_weight=transfer_loss_weight, max_steps=4).train()
     # Steps whose layers all drew the teacher have no transfer batch; p starts at 0.8 with 2 layers, so most have one.
-    steps, index = [], 0
-    for total in totals:
-        labelled = parts[index][1]
-        has_transfer = index + 1 < len(parts) and parts[index + 1][0] == "transfer"
-        transfer = parts[index + 1][1] if has_transfer else None
-        index += 2 if has_transfer else 1
-        steps.append((total, labelled, transfer))
-    assert any(transfer is not None for _, _, transfer in steps)
-    for total, labelled, transfer in steps:
-        expected = labelled if transfer is None else labelled + transfer_loss_weight * transfer
+    assert any(len(step_calls) == 2 for _, step_calls in steps)
+    for total, step_calls in steps:
+        (labelled, *transfer) = step_calls
+        assert labelled["labels"] is not None and all(call["labels"] is None for call in transfer)
+        expected = labelled["loss"] + sum(transfer_loss_weight * call["loss"] for call in transfer)
         torch.testing.assert_close(total, expected)
-        if transfer is not None:
-            assert float(transfer) > 0
+        assert all(float(call["loss"]) > 0 for call in transfer)
 
 
 def test_transfer_data_changes_what_the_student_learns(spd_args):
