@@ -555,6 +555,36 @@ def results_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
+class PairedDifference(NamedTuple):
+    """Two groups of runs paired by seed: the headline's last evaluation of each, as table cells."""
+
+    seeds: str
+    base: str
+    other: str
+    per_seed: str
+    mean: str
+
+
+def paired_difference(base_runs: list[dict], other_runs: list[dict], task: str) -> PairedDifference | None:
+    """``other - base`` per shared seed (mean ± standard error), or None when they share no seed. Seeds run one way
+    only are left out, so every difference compares runs that drew the same data order and initial draws."""
+    headline = headline_key(task)
+    base = {run["seed"]: run["final"][headline] for run in base_runs}
+    other = {run["seed"]: run["final"][headline] for run in other_runs}
+    seeds = sorted(base.keys() & other.keys())
+    if not seeds:
+        return None
+    differences = [other[seed] - base[seed] for seed in seeds]
+    spread = f"{100 * statistics.stdev(differences) / len(differences) ** 0.5:.1f}" if len(differences) > 1 else "–"
+    return PairedDifference(
+        seeds=",".join(map(str, seeds)),
+        base=mean_std([base[seed] for seed in seeds]),
+        other=mean_std([other[seed] for seed in seeds]),
+        per_seed=", ".join(f"{100 * difference:+.1f}" for difference in differences),
+        mean=f"{100 * statistics.fmean(differences):+.1f} ± {spread}",
+    )
+
+
 def augmentation_gains_table(results: list[dict]) -> str:
     """Markdown: each augmented group against its plain twin (same task, sparsity, method, rate, precision, budget
     and teacher), paired by seed: the per-seed differences of the headline's last evaluation and their mean ±
@@ -568,24 +598,59 @@ def augmentation_gains_table(results: list[dict]) -> str:
     for group, augmented_runs in groups.items():
         plain_twin = group._replace(augment_copies=0, transfer_loss_weight=1.0)
         plain_runs = groups.get(plain_twin) if group.augment_copies else None
-        if not plain_runs:
+        pair = paired_difference(plain_runs, augmented_runs, group.task) if plain_runs else None
+        if pair is None:
             continue
-        headline = headline_key(group.task)
-        plain = {run["seed"]: run["final"][headline] for run in plain_runs}
-        augmented = {run["seed"]: run["final"][headline] for run in augmented_runs}
-        seeds = sorted(plain.keys() & augmented.keys())
-        if not seeds:
-            continue
-        gains = [augmented[seed] - plain[seed] for seed in seeds]
-        spread = f"{100 * statistics.stdev(gains) / len(gains) ** 0.5:.1f}" if len(gains) > 1 else "–"
         lines.append(
             f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale, group.transfer_loss_weight)} | "
-            f"{rate_label(group.learning_rate)} | {group.precision} | "
-            f"{group.augment_copies} | {','.join(map(str, seeds))} | "
-            f"{mean_std([plain[seed] for seed in seeds])} | {mean_std([augmented[seed] for seed in seeds])} | "
-            f"{', '.join(f'{100 * gain:+.1f}' for gain in gains)} | {100 * statistics.fmean(gains):+.1f} ± {spread} |"
+            f"{rate_label(group.learning_rate)} | {group.precision} | {group.augment_copies} | {pair.seeds} | "
+            f"{pair.base} | {pair.other} | {pair.per_seed} | {pair.mean} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
+
+
+# The package's default recipe (issue 11 chose it by measurement) is the SPD that the baseline must be compared with.
+SPD_DEFAULT_METHOD = f"spd_{SparseDistillConfig.__dataclass_fields__['preset'].default}"
+BASELINE_METHOD = "gmp_kd"  # the strongest shipped baseline
+
+
+def spd_against_baseline_table(results: list[dict]) -> str:
+    """Markdown: SPD default minus GMP+KD, paired by seed, wherever both ran with the same task, sparsity, precision,
+    transfer data, budget and teacher; each method at its `most_seeded` rate, so a grid adds no row per rate pair."""
+    lines = [
+        "| task | sparsity | transfer data | precision | lr (SPD / GMP+KD) | paired seeds | GMP+KD | SPD default | "
+        "difference per seed | SPD − GMP+KD (mean ± s.e.) |",
+        "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    by_setting: dict[RunGroup, dict[str, list[list[dict]]]] = {}
+    for group, runs in group_runs(results).items():
+        if group.method in (SPD_DEFAULT_METHOD, BASELINE_METHOD):
+            setting = group._replace(method="", learning_rate=None)
+            by_setting.setdefault(setting, {}).setdefault(group.method, []).append(runs)
+    for setting, methods in by_setting.items():
+        if len(methods) < 2:
+            continue
+        spd_runs = most_seeded(methods[SPD_DEFAULT_METHOD], setting.task)
+        baseline_runs = most_seeded(methods[BASELINE_METHOD], setting.task)
+        pair = paired_difference(baseline_runs, spd_runs, setting.task)
+        if pair is None:
+            continue
+        transfer = method_label("gmp", setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight)
+        transfer = transfer.removeprefix(METHOD_LABELS["gmp"]).removeprefix(" + ").removeprefix(", ")
+        lines.append(
+            f"| {setting.task} | {setting.sparsity:.0%} | {transfer or 'none'} | {setting.precision} | "
+            f"{rate_label(spd_runs[0].get('learning_rate'))} / {rate_label(baseline_runs[0].get('learning_rate'))} | "
+            f"{pair.seeds} | {pair.base} | {pair.other} | {pair.per_seed} | {pair.mean} |"
+        )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def most_seeded(candidates: list[list[dict]], task: str) -> list[dict]:
+    """Of one method's groups at different rates: the one with the most seeds (its tuned rate once the seeds are in),
+    ties to the better mean headline (each method's best grid rate while there are only grid runs)."""
+    return max(
+        candidates, key=lambda runs: (len(runs), statistics.fmean(r["final"][headline_key(task)] for r in runs))
+    )
 
 
 def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method: str, seed: int) -> float:
@@ -609,19 +674,14 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
 
 
 def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
-    """Per method (and precision and transfer-data variant): the runs at its most-seeded rate (the tuned one once
-    seeds are in; ties go to the better mean headline). The rest of the grid is in the table, not on the plot.
-    Groups come from `group_runs`, so runs against different teachers are never averaged here either."""
-
-    def rank(runs: list[dict]) -> tuple[int, float]:
-        return len(runs), statistics.mean(r["final"][headline_key(task)] for r in runs)
-
-    chosen: dict[tuple, list[dict]] = {}
+    """Per method (and precision and transfer-data variant): the runs at its `most_seeded` rate. The rest of the grid
+    is in the table, not on the plot. Groups come from `group_runs`, so runs against different teachers are never
+    averaged here either."""
+    candidates: dict[tuple, list[list[dict]]] = {}
     for group, runs in group_runs(results).items():
         variant = (group.method, group.precision, group.augment_copies, group.budget_scale, group.transfer_loss_weight)
-        if variant not in chosen or rank(runs) > rank(chosen[variant]):
-            chosen[variant] = runs
-    return chosen
+        candidates.setdefault(variant, []).append(runs)
+    return {variant: most_seeded(groups, task) for variant, groups in candidates.items()}
 
 
 def mean_curve(runs: list[dict], key: str) -> list[tuple[int, float]]:
@@ -685,6 +745,12 @@ def write_report(results_dir: str) -> str:
     if gains:
         table += (
             "\n\n## Gain from augmented transfer data, paired by seed (headline metric, last evaluation)\n\n" + gains
+        )
+    against_baseline = spd_against_baseline_table(results)
+    if against_baseline:
+        table += (
+            "\n\n## SPD default against GMP+KD, paired by seed (same teacher and transfer data; headline metric, "
+            "last evaluation)\n\n" + against_baseline
         )
     with open(os.path.join(results_dir, "glue.md"), "w") as handle:
         handle.write("# GLUE benchmark results (benchmarks/glue.py)\n\n" + table + "\n")

@@ -10,7 +10,8 @@
 # Per pair, phases wait for each other: (1) the teacher and the one-shot floor; (2) the learning-rate grid on seed 0,
 # every method at every rate; (3) seeds 1 and 2 at each method's best grid rate (--tuned_lr) and, with
 # BF16_PARITY=1 (the default), the bf16 parity runs of issue 12 (SPD paper, seeds 0-2, at its fp32 rate); then the
-# report. "SPD default" is spd_paper (preset="paper", the package default).
+# report. "SPD default" is spd_reference (preset="reference", the package default since issue 11); the bf16 parity
+# runs keep spd_paper, the default when issue 12 measured them.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 pairs=()

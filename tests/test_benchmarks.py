@@ -240,6 +240,34 @@ def test_augmentation_gain_pairs_runs_by_seed_with_their_plain_twin(glue_benchma
     assert glue_benchmark.augmentation_gains_table([run(0.7, 0)]) == ""
 
 
+def test_spd_is_paired_with_gmp_kd_at_each_ones_most_seeded_rate_and_same_teacher(glue_benchmark):
+    spd, baseline = glue_benchmark.SPD_DEFAULT_METHOD, glue_benchmark.BASELINE_METHOD
+    assert spd == "spd_reference"  # the package's default preset
+
+    def run(method, accuracy, seed, **changes):
+        return {**fake_result(method, accuracy, seed=seed), **changes}
+
+    results = [
+        run(baseline, 0.70, 0, learning_rate=6.4e-4),
+        run(baseline, 0.74, 1, learning_rate=6.4e-4),
+        run(baseline, 0.99, 0, learning_rate=1e-3),  # one grid seed: fewer seeds than the tuned rate, not compared
+        run(spd, 0.75, 0, learning_rate=1e-3),
+        run(spd, 0.73, 1, learning_rate=1e-3),
+        run(spd, 0.80, 2, learning_rate=1e-3),  # no GMP+KD twin for seed 2: left out of the pair
+        run(spd, 0.79, 0, learning_rate=1e-3, augment_copies=1),
+        run(baseline, 0.71, 0, learning_rate=6.4e-4, augment_copies=1),
+        run("spd_paper", 0.99, 0, learning_rate=1e-3),  # not the default recipe
+        run(spd, 0.99, 3, learning_rate=1e-3, teacher={"eval_accuracy": 0.9, "eval_f1": 0.9}),  # another teacher
+        run(baseline, 0.10, 3, learning_rate=1e-3, teacher={"eval_accuracy": 0.8, "eval_f1": 0.9}),  # and another
+    ]
+    rows = [row.split(" | ") for row in glue_benchmark.spd_against_baseline_table(results).splitlines()[2:]]
+    assert [row[2:] for row in rows] == [
+        ["none", "fp32", "0.001 / 0.00064", "0,1", "72.0 ± 2.8", "74.0 ± 1.4", "+5.0, -1.0", "+2.0 ± 3.0 |"],
+        ["1 augmented copies/row", "fp32", "0.001 / 0.00064", "0", "71.0 ± –", "79.0 ± –", "+8.0", "+8.0 ± – |"],
+    ]
+    assert glue_benchmark.spd_against_baseline_table([run(spd, 0.7, 0)]) == ""
+
+
 def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
     # The study script's plan, recorded by a stand-in interpreter instead of running glue.py.
     import subprocess
