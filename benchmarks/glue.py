@@ -504,16 +504,22 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
     )
 
 
+def variant_label(augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0) -> str:
+    """What a run adds to its method's recipe: its transfer data and its longer budget ("" when neither)."""
+    parts = [f"{augment_copies} augmented copies/row"] if augment_copies else []
+    parts += [f"transfer loss × {transfer_loss_weight:g}"] if transfer_loss_weight != 1 else []
+    parts += [f"{budget_scale:g}× epochs"] if budget_scale != 1 else []
+    return ", ".join(parts)
+
+
 def method_label(
     method: str, augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0
 ) -> str:
     """The table's name of a method, with its transfer data and its longer budget when it had them."""
-    return (
-        METHOD_LABELS[method]
-        + (f" + {augment_copies} augmented copies/row" if augment_copies else "")
-        + (f", transfer loss × {transfer_loss_weight:g}" if transfer_loss_weight != 1 else "")
-        + (f", {budget_scale:g}× epochs" if budget_scale != 1 else "")
-    )
+    variant = variant_label(augment_copies, budget_scale, transfer_loss_weight)
+    if not variant:
+        return METHOD_LABELS[method]
+    return METHOD_LABELS[method] + (" + " if augment_copies else ", ") + variant
 
 
 def rate_label(learning_rate: float | None) -> str:
@@ -635,8 +641,7 @@ def spd_against_baseline_table(results: list[dict]) -> str:
         pair = paired_difference(baseline_runs, spd_runs, setting.task)
         if pair is None:
             continue
-        transfer = method_label("gmp", setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight)
-        transfer = transfer.removeprefix(METHOD_LABELS["gmp"]).removeprefix(" + ").removeprefix(", ")
+        transfer = variant_label(setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight)
         lines.append(
             f"| {setting.task} | {setting.sparsity:.0%} | {transfer or 'none'} | {setting.precision} | "
             f"{rate_label(spd_runs[0].get('learning_rate'))} / {rate_label(baseline_runs[0].get('learning_rate'))} | "
