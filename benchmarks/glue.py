@@ -571,40 +571,59 @@ class PairedDifference(NamedTuple):
     mean: str
 
 
-def paired_difference(base_runs: list[dict], other_runs: list[dict], task: str) -> PairedDifference | None:
-    """``other - base`` per shared seed (mean ± standard error), or None when they share no seed. Seeds run one way
-    only are left out, so every difference compares runs that drew the same data order and initial draws."""
+def seed_differences(base_runs: list[dict], other_runs: list[dict], task: str) -> dict[int, float]:
+    """``other - base`` of the headline's last evaluation for every seed both ran, by seed. Seeds run one way only are
+    left out, so every difference compares runs that drew the same data order and initial draws."""
     headline = headline_key(task)
     base = {run["seed"]: run["final"][headline] for run in base_runs}
     other = {run["seed"]: run["final"][headline] for run in other_runs}
-    seeds = sorted(base.keys() & other.keys())
-    if not seeds:
-        return None
-    differences = [other[seed] - base[seed] for seed in seeds]
+    return {seed: other[seed] - base[seed] for seed in sorted(base.keys() & other.keys())}
+
+
+def mean_standard_error(differences: list[float]) -> str:
+    """``mean ± standard error`` of differences in percent points, signed (``±–`` for a single one)."""
     spread = f"{100 * statistics.stdev(differences) / len(differences) ** 0.5:.1f}" if len(differences) > 1 else "–"
+    return f"{100 * statistics.fmean(differences):+.1f} ± {spread}"
+
+
+def paired_difference(base_runs: list[dict], other_runs: list[dict], task: str) -> PairedDifference | None:
+    """``other - base`` per shared seed (mean ± standard error), or None when they share no seed."""
+    differences = seed_differences(base_runs, other_runs, task)
+    if not differences:
+        return None
+    headline = headline_key(task)
+    seeds = list(differences)
     return PairedDifference(
         seeds=",".join(map(str, seeds)),
-        base=mean_std([base[seed] for seed in seeds]),
-        other=mean_std([other[seed] for seed in seeds]),
-        per_seed=", ".join(f"{100 * difference:+.1f}" for difference in differences),
-        mean=f"{100 * statistics.fmean(differences):+.1f} ± {spread}",
+        base=mean_std([run["final"][headline] for run in base_runs if run["seed"] in differences]),
+        other=mean_std([run["final"][headline] for run in other_runs if run["seed"] in differences]),
+        per_seed=", ".join(f"{100 * difference:+.1f}" for difference in differences.values()),
+        mean=mean_standard_error(list(differences.values())),
     )
 
 
+def augmentation_pairs(results: list[dict]) -> list[tuple[RunGroup, list[dict], list[dict]]]:
+    """(augmented group, its plain twin's runs, its own runs) for every augmented group whose plain twin ran: the same
+    task, sparsity, method, rate, precision, budget and teacher, without transfer data."""
+    groups = group_runs(results)
+    pairs = []
+    for group, augmented_runs in groups.items():
+        plain_runs = groups.get(group._replace(augment_copies=0, transfer_loss_weight=1.0))
+        if group.augment_copies and plain_runs:
+            pairs.append((group, plain_runs, augmented_runs))
+    return pairs
+
+
 def augmentation_gains_table(results: list[dict]) -> str:
-    """Markdown: each augmented group against its plain twin (same task, sparsity, method, rate, precision, budget
-    and teacher), paired by seed: the per-seed differences of the headline's last evaluation and their mean ±
-    standard error. Seeds run only one way are left out of the pair."""
+    """Markdown: each augmented group against its plain twin, paired by seed: the per-seed differences of the
+    headline's last evaluation and their mean ± standard error. Seeds run only one way are left out of the pair."""
     lines = [
         "| task | sparsity | method | lr | precision | copies/row | paired seeds | without | with | gain per seed | "
         "gain (mean ± s.e.) |",
         "| --- | ---: | --- | ---: | --- | ---: | --- | ---: | ---: | --- | ---: |",
     ]
-    groups = group_runs(results)
-    for group, augmented_runs in groups.items():
-        plain_twin = group._replace(augment_copies=0, transfer_loss_weight=1.0)
-        plain_runs = groups.get(plain_twin) if group.augment_copies else None
-        pair = paired_difference(plain_runs, augmented_runs, group.task) if plain_runs else None
+    for group, plain_runs, augmented_runs in augmentation_pairs(results):
+        pair = paired_difference(plain_runs, augmented_runs, group.task)
         if pair is None:
             continue
         lines.append(
@@ -620,24 +639,34 @@ SPD_DEFAULT_METHOD = f"spd_{SparseDistillConfig.__dataclass_fields__['preset'].d
 BASELINE_METHOD = "gmp_kd"  # the strongest shipped baseline
 
 
-def spd_against_baseline_table(results: list[dict]) -> str:
-    """Markdown: SPD default minus GMP+KD, paired by seed, wherever both ran with the same task, sparsity, precision,
-    transfer data, budget and teacher; each method at its `most_seeded` rate, so a grid adds no row per rate pair."""
-    lines = [
-        "| task | sparsity | transfer data | precision | lr (SPD / GMP+KD) | paired seeds | GMP+KD | SPD default | "
-        "difference per seed | SPD − GMP+KD (mean ± s.e.) |",
-        "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
-    ]
+def baseline_pairs(results: list[dict]) -> list[tuple[RunGroup, list[dict], list[dict]]]:
+    """(setting, GMP+KD's runs, SPD default's runs) wherever both ran with the same task, sparsity, precision, transfer
+    data, budget and teacher (``setting`` is their shared group, method and rate blank); each method at its
+    `most_seeded` rate, so a grid adds no pair per rate pair."""
     by_setting: dict[RunGroup, dict[str, list[list[dict]]]] = {}
     for group, runs in group_runs(results).items():
         if group.method in (SPD_DEFAULT_METHOD, BASELINE_METHOD):
             setting = group._replace(method="", learning_rate=None)
             by_setting.setdefault(setting, {}).setdefault(group.method, []).append(runs)
-    for setting, methods in by_setting.items():
-        if len(methods) < 2:
-            continue
-        spd_runs = most_seeded(methods[SPD_DEFAULT_METHOD], setting.task)
-        baseline_runs = most_seeded(methods[BASELINE_METHOD], setting.task)
+    return [
+        (
+            setting,
+            most_seeded(methods[BASELINE_METHOD], setting.task),
+            most_seeded(methods[SPD_DEFAULT_METHOD], setting.task),
+        )
+        for setting, methods in by_setting.items()
+        if len(methods) == 2
+    ]
+
+
+def spd_against_baseline_table(results: list[dict]) -> str:
+    """Markdown: SPD default minus GMP+KD, paired by seed, for every `baseline_pairs` setting."""
+    lines = [
+        "| task | sparsity | transfer data | precision | lr (SPD / GMP+KD) | paired seeds | GMP+KD | SPD default | "
+        "difference per seed | SPD − GMP+KD (mean ± s.e.) |",
+        "| --- | ---: | --- | --- | ---: | --- | ---: | ---: | --- | ---: |",
+    ]
+    for setting, baseline_runs, spd_runs in baseline_pairs(results):
         pair = paired_difference(baseline_runs, spd_runs, setting.task)
         if pair is None:
             continue

@@ -335,3 +335,51 @@ def test_a_cached_teacher_of_other_epochs_is_refused_not_reused(glue_benchmark, 
     longer = glue_benchmark.replace(budget, teacher_epochs=6)
     with pytest.raises(SystemExit, match="trained for 3 epochs, not the 6 asked"):
         glue_benchmark.ensure_teacher("mrpc", longer, None, None, None, Cli)
+
+
+def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_once(tmp_path):
+    """Two folders (two teachers of one task) and a second task: pairs stay within a teacher, tasks pool them."""
+    import json
+    import subprocess
+
+    def write(folder, name, method, accuracy, seed, copies=0, task="mrpc", teacher=0.806, **changes):
+        run = {**fake_result(method, accuracy, seed=seed), "task": task, "augment_copies": copies, **changes}
+        run["teacher"] = {"eval_accuracy": teacher, "eval_f1": 0.867}
+        os.makedirs(tmp_path / folder / "glue", exist_ok=True)
+        (tmp_path / folder / "glue" / f"{name}.json").write_text(json.dumps(run))
+
+    spd, baseline = "spd_reference", "gmp_kd"
+    for seed, (plain, augmented) in enumerate([(0.70, 0.74), (0.72, 0.74)]):  # teacher A: +4, +2
+        write("a", f"spd{seed}", spd, plain, seed)
+        write("a", f"spd{seed}-aug", spd, augmented, seed, copies=1)
+    write("a", "gmp_kd0-aug", baseline, 0.75, 0, copies=1)  # SPD+aug − GMP+KD+aug: -1 (seed 0 only)
+    write("a", "spd0-aug4", spd, 0.99, 0, copies=4)  # other transfer data: not in the 1-copy summary
+    write("b", "spd0", spd, 0.60, 0, teacher=0.7)  # teacher B, same seed: its own pair, +6
+    write("b", "spd0-aug", spd, 0.66, 0, copies=1, teacher=0.7)
+    write("b", "rte0", spd, 0.50, 0, task="rte")  # a second task: +2 and +4
+    write("b", "rte0-aug", spd, 0.52, 0, copies=1, task="rte")
+    write("b", "rte1", spd, 0.50, 1, task="rte")
+    write("b", "rte1-aug", spd, 0.54, 1, copies=1, task="rte")
+    output = tmp_path / "summary.json"
+    completed = subprocess.run(
+        [sys.executable, os.path.join(HERE, "..", "benchmarks", "transfer_summary.py")]
+        + [str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(output)],
+        capture_output=True,
+        text=True,
+    )
+    assert completed.returncode == 0, completed.stderr
+    summary = json.loads(output.read_text())["comparisons"]
+    gain = summary["SPD default: with − without augmentation"]
+    mrpc, rte = gain["tasks"]["mrpc"], gain["tasks"]["rte"]
+    assert [teacher["differences_by_seed"] for teacher in mrpc["teachers"]] == [{"0": 4.0, "1": 2.0}, {"0": 6.0}]
+    assert (
+        mrpc["n"] == 3 and mrpc["mean"] == pytest.approx(4.0) and mrpc["standard_error"] == pytest.approx(2 / 3**0.5)
+    )
+    assert rte["mean"] == pytest.approx(3.0) and rte["standard_error"] == pytest.approx(1.0)
+    assert gain["mean_over_tasks"] == pytest.approx(3.5)
+    assert gain["standard_error_over_tasks"] == pytest.approx((4 / 3 + 1) ** 0.5 / 2)
+    against = summary["SPD default − GMP+KD, both with augmentation"]
+    assert against["tasks"]["mrpc"]["mean"] == pytest.approx(-1.0)
+    assert against["standard_error_over_tasks"] is None  # a single pair has no standard error
+    assert "**+3.5 ± 0.8**" in completed.stdout
+    assert (tmp_path / "summary.md").read_text().count("| SPD default: with − without augmentation |") == 3
