@@ -580,10 +580,16 @@ def seed_differences(base_runs: list[dict], other_runs: list[dict], task: str) -
     return {seed: other[seed] - base[seed] for seed in sorted(base.keys() & other.keys())}
 
 
+def mean_and_standard_error(values: list[float]) -> tuple[float, float | None]:
+    """Mean and standard error of the mean (None for a single value)."""
+    error = statistics.stdev(values) / len(values) ** 0.5 if len(values) > 1 else None
+    return statistics.fmean(values), error
+
+
 def mean_standard_error(differences: list[float]) -> str:
     """``mean ± standard error`` of differences in percent points, signed (``±–`` for a single one)."""
-    spread = f"{100 * statistics.stdev(differences) / len(differences) ** 0.5:.1f}" if len(differences) > 1 else "–"
-    return f"{100 * statistics.fmean(differences):+.1f} ± {spread}"
+    mean, error = mean_and_standard_error(differences)
+    return f"{100 * mean:+.1f} ± {'–' if error is None else f'{100 * error:.1f}'}"
 
 
 def paired_difference(base_runs: list[dict], other_runs: list[dict], task: str) -> PairedDifference | None:

@@ -19,24 +19,18 @@ import argparse
 import os
 import statistics
 import sys
-from collections.abc import Callable
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import glue  # noqa: E402  (the sibling benchmark: its run groups and pairing rules)
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import glue  # noqa: E402  (the sibling benchmark: its run groups and pairing rules)
+
 TASK_ORDER = ("mrpc", "rte", "stsb", "cola")
 
 
 def pooled(differences: list[float]) -> dict[str, float | int | None]:
     """Mean and standard error of pooled differences, in percent points."""
-    return {
-        "n": len(differences),
-        "mean": 100 * statistics.fmean(differences),
-        "standard_error": (
-            100 * statistics.stdev(differences) / len(differences) ** 0.5 if len(differences) > 1 else None
-        ),
-    }
+    mean, error = glue.mean_and_standard_error(differences)
+    return {"n": len(differences), "mean": 100 * mean, "standard_error": None if error is None else 100 * error}
 
 
 def comparison_pairs(
@@ -52,8 +46,10 @@ def comparison_pairs(
             and group.budget_scale == 1
         )
 
+    augmentation_pairs = [pair for pair in glue.augmentation_pairs(results) if wanted(pair[0])]
+
     def gains_of(method: str) -> list:
-        return [pair for pair in glue.augmentation_pairs(results) if pair[0].method == method and wanted(pair[0])]
+        return [pair for pair in augmentation_pairs if pair[0].method == method]
 
     return {
         "SPD default: with − without augmentation": gains_of(glue.SPD_DEFAULT_METHOD),
@@ -99,10 +95,11 @@ def summarize(results: list[dict], sparsity: float, augment_copies: int) -> dict
 
 
 def number(value: float | None, signed: bool = True) -> str:
+    """A table cell in percent points, one decimal (``–`` when there is no value)."""
     return "–" if value is None else (f"{value:+.1f}" if signed else f"{value:.1f}")
 
 
-def summary_table(summary: dict[str, dict], headline: Callable[[str], str]) -> str:
+def summary_table(summary: dict[str, dict]) -> str:
     """Markdown: one row per comparison and task (per-teacher differences, pooled mean ± s.e.), then the task mean."""
     lines = [
         "| comparison | task (metric) | teacher: paired differences by seed | pooled mean ± s.e. | pairs |",
@@ -116,7 +113,7 @@ def summary_table(summary: dict[str, dict], headline: Callable[[str], str]) -> s
                 for teacher in task["teachers"]
             )
             lines.append(
-                f"| {comparison} | {name} ({headline(name)}) | {teachers} | "
+                f"| {comparison} | {name} ({glue.BUDGETS[name].metrics[0]}) | {teachers} | "
                 f"{number(task['mean'])} ± {number(task['standard_error'], signed=False)} | {task['n']} |"
             )
         if result["tasks"]:
@@ -142,7 +139,7 @@ def main() -> None:
             parser.error(f"results_dirs: {runs_dir} does not exist (pass folders that glue.py --results_dir wrote)")
         results += glue.load_results(runs_dir)
     summary = summarize(results, cli.sparsity, cli.augment_copies)
-    table = summary_table(summary, lambda task: glue.BUDGETS[task].metrics[0])
+    table = summary_table(summary)
     record = {
         "results_dirs": [os.path.relpath(path, os.path.join(HERE, "..")) for path in cli.results_dirs],
         "sparsity": cli.sparsity,
