@@ -586,10 +586,15 @@ def mean_and_standard_error(values: list[float]) -> tuple[float, float | None]:
     return statistics.fmean(values), error
 
 
+def mean_error_cell(mean: float, error: float | None) -> str:
+    """A table cell ``+mean ± error``, both already in percent points, one decimal (``± –`` without an error)."""
+    return f"{mean:+.1f} ± {'–' if error is None else f'{error:.1f}'}"
+
+
 def mean_standard_error(differences: list[float]) -> str:
     """``mean ± standard error`` of differences in percent points, signed (``±–`` for a single one)."""
     mean, error = mean_and_standard_error(differences)
-    return f"{100 * mean:+.1f} ± {'–' if error is None else f'{100 * error:.1f}'}"
+    return mean_error_cell(100 * mean, None if error is None else 100 * error)
 
 
 def paired_difference(base_runs: list[dict], other_runs: list[dict], task: str) -> PairedDifference | None:

@@ -94,11 +94,6 @@ def summarize(results: list[dict], sparsity: float, augment_copies: int) -> dict
     return summary
 
 
-def number(value: float | None, signed: bool = True) -> str:
-    """A table cell in percent points, one decimal (``–`` when there is no value)."""
-    return "–" if value is None else (f"{value:+.1f}" if signed else f"{value:.1f}")
-
-
 def summary_table(summary: dict[str, dict]) -> str:
     """Markdown: one row per comparison and task (per-teacher differences, pooled mean ± s.e.), then the task mean."""
     lines = [
@@ -114,13 +109,12 @@ def summary_table(summary: dict[str, dict]) -> str:
             )
             lines.append(
                 f"| {comparison} | {name} ({glue.BUDGETS[name].metrics[0]}) | {teachers} | "
-                f"{number(task['mean'])} ± {number(task['standard_error'], signed=False)} | {task['n']} |"
+                f"{glue.mean_error_cell(task['mean'], task['standard_error'])} | {task['n']} |"
             )
         if result["tasks"]:
             lines.append(
                 f"| {comparison} | **mean over {len(result['tasks'])} tasks** | | "
-                f"**{number(result['mean_over_tasks'])} ± {number(result['standard_error_over_tasks'], signed=False)}**"
-                f" | |"
+                f"**{glue.mean_error_cell(result['mean_over_tasks'], result['standard_error_over_tasks'])}** | |"
             )
     return "\n".join(lines)
 
