@@ -4,7 +4,7 @@ SPD + augmentation against GMP+KD + augmentation, per task and as the mean over 
 
     python benchmarks/transfer_summary.py benchmarks/results benchmarks/results/glue_h100 \\
         benchmarks/results/glue_cpu_cola_one_machine benchmarks/results/glue_cpu_stsb_one_machine \\
-        benchmarks/results/glue_cpu_rte_one_machine
+        benchmarks/results/glue_cpu_rte_one_machine benchmarks/results/glue_cpu_mrpc_one_machine
 
 Every difference is paired: the two runs share a seed, a teacher, a precision and a budget (``glue.py``'s groups),
 so a folder whose teacher was rebuilt on another machine adds its own pairs and is never paired with another's.
