@@ -2,9 +2,8 @@
 """Issue 16's two goals, pooled over every results folder: what augmented transfer data gains SPD (and GMP+KD), and
 SPD + augmentation against GMP+KD + augmentation, per task and as the mean over tasks.
 
-    python benchmarks/transfer_summary.py benchmarks/results benchmarks/results/glue_h100 \\
-        benchmarks/results/glue_cpu_cola_one_machine benchmarks/results/glue_cpu_stsb_one_machine \\
-        benchmarks/results/glue_cpu_rte_one_machine benchmarks/results/glue_cpu_mrpc_one_machine
+    python benchmarks/transfer_summary.py              # every results folder: benchmarks/results and its subfolders
+    python benchmarks/transfer_summary.py FOLDER ...   # only these
 
 Every difference is paired: the two runs share a seed, a teacher, a precision and a budget (``glue.py``'s groups),
 so a folder whose teacher was rebuilt on another machine adds its own pairs and is never paired with another's.
@@ -26,6 +25,19 @@ sys.path.insert(0, HERE)
 import glue  # noqa: E402  (the sibling benchmark: its run groups and pairing rules)
 
 TASK_ORDER = ("mrpc", "rte", "stsb", "cola")
+RESULTS_ROOT = os.path.join(HERE, "results")
+
+
+def default_results_dirs(root: str = RESULTS_ROOT) -> list[str]:
+    """``root`` and each of its subfolders that holds ``glue/`` run JSONs (every ``glue.py --results_dir`` so far).
+
+    Pooling them all is safe: runs pair only within one teacher, seed, precision and budget, so a folder without
+    augmented runs (the archived first study, the H100 grids of issue 11) adds no pair.
+    """
+    subfolders = sorted(
+        os.path.join(root, name) for name in os.listdir(root) if os.path.isdir(os.path.join(root, name, "glue"))
+    )
+    return [root] + subfolders if os.path.isdir(os.path.join(root, "glue")) else subfolders
 
 
 def pooled(differences: list[float]) -> dict[str, float | int | None]:
@@ -122,11 +134,17 @@ def summary_table(summary: dict[str, dict]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("results_dirs", nargs="+", help="folders holding glue/<run>.json (each glue.py --results_dir)")
+    parser.add_argument(
+        "results_dirs",
+        nargs="*",
+        help="folders holding glue/<run>.json (each glue.py --results_dir); default: benchmarks/results and every "
+        "subfolder of it that has a glue/ folder",
+    )
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--augment_copies", type=int, default=1)
     parser.add_argument("--output", default=os.path.join(HERE, "results", "transfer_summary.json"))
     cli = parser.parse_args()
+    cli.results_dirs = cli.results_dirs or default_results_dirs()
     results = []
     for results_dir in cli.results_dirs:
         runs_dir = os.path.join(results_dir, "glue")
