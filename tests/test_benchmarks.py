@@ -337,12 +337,16 @@ def test_a_cached_teacher_of_other_epochs_is_refused_not_reused(glue_benchmark, 
         glue_benchmark.ensure_teacher("mrpc", longer, None, None, None, Cli)
 
 
-def test_transfer_summary_reads_the_root_and_every_subfolder_with_runs_by_default(tmp_path):
+def test_transfer_summary_reads_the_root_and_every_subfolder_with_runs_by_default(tmp_path, monkeypatch):
     """With no folder given it pools every glue.py --results_dir under benchmarks/results, and nothing else."""
     path = os.path.join(HERE, "..", "benchmarks", "transfer_summary.py")
     spec = importlib.util.spec_from_file_location("transfer_summary_benchmark", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ first to import its sibling glue
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop("glue", None)  # that sibling import; the glue_benchmark fixture loads its own copy
     for folder in ("glue", "b_cpu/glue", "a_h100/glue", "lora", "notes/glue_v1"):
         os.makedirs(tmp_path / folder)
     assert module.default_results_dirs(str(tmp_path)) == [str(tmp_path / name) for name in ("", "a_h100", "b_cpu")]
