@@ -142,7 +142,7 @@ def main() -> None:
     )
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--augment_copies", type=int, default=1)
-    parser.add_argument("--output", default=os.path.join(HERE, "results", "transfer_summary.json"))
+    parser.add_argument("--output", default=os.path.join(RESULTS_ROOT, "transfer_summary.json"))
     cli = parser.parse_args()
     cli.results_dirs = cli.results_dirs or default_results_dirs()
     results = []
