@@ -1,5 +1,6 @@
 """The GLUE benchmark's bookkeeping: method recipes, the results table and the loss plot (no training here)."""
 
+import contextlib
 import importlib.util
 import os
 import sys
@@ -11,16 +12,32 @@ from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 from optimum_spd import SparseDistillConfig
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+BENCHMARKS = os.path.realpath(os.path.join(HERE, "..", "benchmarks"))
+
+
+@contextlib.contextmanager
+def benchmark_script(filename: str):
+    """A ``benchmarks/`` script imported as a module; ``sys.path`` and ``sys.modules`` are restored on exit."""
+    spec = importlib.util.spec_from_file_location(
+        f"{filename.removesuffix('.py')}_benchmark", f"{BENCHMARKS}/{filename}"
+    )
+    module = importlib.util.module_from_spec(spec)
+    saved_path, loaded_before = list(sys.path), set(sys.modules)
+    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        sys.path[:] = saved_path  # a script may put benchmarks/ first to import a sibling (transfer_summary: glue)
+        for name in set(sys.modules) - loaded_before:  # that sibling and the script itself, not third-party imports
+            if os.path.dirname(os.path.realpath(getattr(sys.modules[name], "__file__", None) or "")) == BENCHMARKS:
+                del sys.modules[name]
 
 
 @pytest.fixture(scope="module")
 def glue_benchmark():
-    spec = importlib.util.spec_from_file_location("glue_benchmark", os.path.join(HERE, "..", "benchmarks", "glue.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    yield module
-    sys.modules.pop(spec.name, None)
+    with benchmark_script("glue.py") as module:
+        yield module
 
 
 def test_methods_differ_only_in_what_the_student_learns_from(glue_benchmark, tmp_path):
@@ -297,29 +314,27 @@ def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
 
 
 def test_cost_benchmark_times_transfer_steps_as_their_stage_plus_a_transfer_batch(tmp_path):
-    spec = importlib.util.spec_from_file_location("cost_benchmark", os.path.join(HERE, "..", "benchmarks", "cost.py"))
-    cost = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(cost)
-    assert cost.configuration_names(["fp32"]) == ["plain-fp32", "stage_1-fp32", "stage_2-fp32", "stage_3-fp32"]
-    names = cost.configuration_names(["fp32"], transfer=True)
-    assert names[-2:] == ["stage_1_transfer-fp32", "stage_3_transfer-fp32"]
-    assert cost.stage_fractions("stage_3_transfer", 8) == cost.stage_fractions("stage_3", 8)
+    with benchmark_script("cost.py") as cost:
+        assert cost.configuration_names(["fp32"]) == ["plain-fp32", "stage_1-fp32", "stage_2-fp32", "stage_3-fp32"]
+        names = cost.configuration_names(["fp32"], transfer=True)
+        assert names[-2:] == ["stage_1_transfer-fp32", "stage_3_transfer-fp32"]
+        assert cost.stage_fractions("stage_3_transfer", 8) == cost.stage_fractions("stage_3", 8)
 
-    model_dir = tmp_path / "model"
-    tiny_model().save_pretrained(model_dir)
-    tiny_tokenizer(str(model_dir)).save_pretrained(model_dir)
+        model_dir = tmp_path / "model"
+        tiny_model().save_pretrained(model_dir)
+        tiny_tokenizer(str(model_dir)).save_pretrained(model_dir)
 
-    class Cli:
-        steps, batch_size, optim = 2, 4, "adamw_torch"
-        model_name_or_path = str(model_dir)
+        class Cli:
+            steps, batch_size, optim = 2, 4, "adamw_torch"
+            model_name_or_path = str(model_dir)
 
-    dataset = tiny_dataset(8)
-    plain_trainer, _ = cost.build_trainer("stage_3-fp32", dataset, Cli, str(tmp_path))
-    transfer_trainer, _ = cost.build_trainer("stage_3_transfer-fp32", dataset, Cli, str(tmp_path))
-    assert plain_trainer.transfer_dataset is None
-    assert not {"label", "labels"} & set(transfer_trainer.transfer_dataset.column_names)  # teacher terms only
-    transfer_trainer.train()
-    assert any("loss_transfer" in entry for entry in transfer_trainer.state.log_history)
+        dataset = tiny_dataset(8)
+        plain_trainer, _ = cost.build_trainer("stage_3-fp32", dataset, Cli, str(tmp_path))
+        transfer_trainer, _ = cost.build_trainer("stage_3_transfer-fp32", dataset, Cli, str(tmp_path))
+        assert plain_trainer.transfer_dataset is None
+        assert not {"label", "labels"} & set(transfer_trainer.transfer_dataset.column_names)  # teacher terms only
+        transfer_trainer.train()
+        assert any("loss_transfer" in entry for entry in transfer_trainer.state.log_history)
 
 
 def test_a_cached_teacher_of_other_epochs_is_refused_not_reused(glue_benchmark, tmp_path):
@@ -337,21 +352,15 @@ def test_a_cached_teacher_of_other_epochs_is_refused_not_reused(glue_benchmark, 
         glue_benchmark.ensure_teacher("mrpc", longer, None, None, None, Cli)
 
 
-def test_transfer_summary_reads_the_root_and_every_subfolder_with_runs_by_default(tmp_path, monkeypatch):
+def test_transfer_summary_reads_the_root_and_every_subfolder_with_runs_by_default(tmp_path):
     """With no folder given it pools every glue.py --results_dir under benchmarks/results, and nothing else."""
-    path = os.path.join(HERE, "..", "benchmarks", "transfer_summary.py")
-    spec = importlib.util.spec_from_file_location("transfer_summary_benchmark", path)
-    module = importlib.util.module_from_spec(spec)
-    monkeypatch.setattr(sys, "path", list(sys.path))  # the script puts benchmarks/ first to import its sibling glue
-    try:
-        spec.loader.exec_module(module)
-    finally:
-        sys.modules.pop("glue", None)  # that sibling import; the glue_benchmark fixture loads its own copy
-    for folder in ("glue", "b_cpu/glue", "a_h100/glue", "lora", "notes/glue_v1"):
-        os.makedirs(tmp_path / folder)
-    assert module.default_results_dirs(str(tmp_path)) == [str(tmp_path / name) for name in ("", "a_h100", "b_cpu")]
-    os.rmdir(tmp_path / "glue")  # a root without runs of its own is left out
-    assert module.default_results_dirs(str(tmp_path)) == [str(tmp_path / "a_h100"), str(tmp_path / "b_cpu")]
+    with benchmark_script("transfer_summary.py") as module:
+        for folder in ("glue", "b_cpu/glue", "a_h100/glue", "lora", "notes/glue_v1"):
+            os.makedirs(tmp_path / folder)
+        assert module.default_results_dirs(str(tmp_path)) == [str(tmp_path / name) for name in ("", "a_h100", "b_cpu")]
+        os.rmdir(tmp_path / "glue")  # a root without runs of its own is left out
+        assert module.default_results_dirs(str(tmp_path)) == [str(tmp_path / "a_h100"), str(tmp_path / "b_cpu")]
+    assert "glue" not in sys.modules and BENCHMARKS not in map(os.path.realpath, sys.path)  # its sibling import undone
 
 
 def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_once(tmp_path):
