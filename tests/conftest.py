@@ -1,4 +1,5 @@
 import os
+import shutil
 import sys
 import tempfile
 
@@ -10,10 +11,11 @@ from fake_hub import FakeHub  # noqa: E402  (stdlib + yaml: safe to import befor
 # at import, so they are set here, before anything imports it. The token is a recognisable secret so tests can
 # prove it never reaches a card, a log or an uploaded file.
 HUB = FakeHub(token="hf_TEST_SECRET_do_not_leak_7f3a9").start()
+HF_HOME = tempfile.mkdtemp(prefix="spd-hf-home-")  # the suite's own Hub and datasets caches, removed at the end
 os.environ.update(
     HF_ENDPOINT=HUB.endpoint,
     HF_TOKEN=HUB.token,
-    HF_HOME=tempfile.mkdtemp(prefix="spd-hf-home-"),
+    HF_HOME=HF_HOME,
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_HUB_DISABLE_XET="1",
     HF_HUB_DISABLE_PROGRESS_BARS="1",
@@ -28,6 +30,11 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 torch.set_num_threads(2)
+
+
+def pytest_unconfigure(config):
+    """Remove the session's HF_HOME, so each run of the suite does not leave a cache behind in the temp folder."""
+    shutil.rmtree(HF_HOME, ignore_errors=True)
 
 
 @pytest.fixture
