@@ -19,7 +19,7 @@ BENCHMARKS = os.path.realpath(os.path.join(HERE, "..", "benchmarks"))
 def benchmark_script(filename: str):
     """A ``benchmarks/`` script imported as a module; ``sys.path`` and ``sys.modules`` are restored on exit."""
     spec = importlib.util.spec_from_file_location(
-        f"{filename.removesuffix('.py')}_benchmark", f"{BENCHMARKS}/{filename}"
+        f"{filename.removesuffix('.py')}_benchmark", os.path.join(BENCHMARKS, filename)
     )
     module = importlib.util.module_from_spec(spec)
     saved_path, loaded_before = list(sys.path), set(sys.modules)
@@ -294,7 +294,7 @@ def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
     recorder.write_text(f'#!/bin/sh\nshift\necho "$@" >> {calls}\n')
     recorder.chmod(0o755)
     env = dict(os.environ, PYTHON=str(recorder), JOBS="1", METHODS="gmp spd_paper", LEARNING_RATES="3e-4 1e-3")
-    script = os.path.join(HERE, "..", "benchmarks", "glue_study.sh")
+    script = os.path.join(BENCHMARKS, "glue_study.sh")
     subprocess.run(["bash", script, "stsb:0.8", "--", "--work_dir", "w"], env=env, check=True, capture_output=True)
     lines = calls.read_text().splitlines()
     assert all(line.endswith("--work_dir w") for line in lines)  # the shared options reach every run
@@ -388,7 +388,7 @@ def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_
     write("b", "rte1-aug", spd, 0.54, 1, copies=1, task="rte")
     output = tmp_path / "summary.json"
     completed = subprocess.run(
-        [sys.executable, os.path.join(HERE, "..", "benchmarks", "transfer_summary.py")]
+        [sys.executable, os.path.join(BENCHMARKS, "transfer_summary.py")]
         + [str(tmp_path / "a"), str(tmp_path / "b"), "--output", str(output)],
         capture_output=True,
         text=True,
