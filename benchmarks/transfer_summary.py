@@ -88,7 +88,7 @@ def summarize(results: list[dict], sparsity: float, augment_copies: int) -> dict
                     "teacher": round(100 * group.teacher_score, 1),
                     "precision": group.precision,
                     "learning_rates": [base_runs[0].get("learning_rate"), other_runs[0].get("learning_rate")],
-                    # Four decimals: the markdown prints one, and rounding twice (to 2, then 1) can move a digit.
+                    # Four decimals, not two: the markdown prints one, and 2.349 stored as 2.35 would print +2.4.
                     "differences_by_seed": {seed: round(100 * value, 4) for seed, value in differences.items()},
                 }
             )
