@@ -58,7 +58,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, Data
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
 from optimum_spd.architectures import prunable_parameters
-from optimum_spd.augmentation import augment_dataset
+from optimum_spd.augmentation import AugmentationRates, augment_dataset
 from optimum_spd.pruning import PruningMasks
 from optimum_spd.tasks import (
     GLUE_TASKS,
@@ -171,6 +171,7 @@ def run_suffix(cli) -> str:
     return (
         ("-bf16" if cli.bf16 else "")
         + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
+        + (f"-rates{cli.augment_rates.replace(',', '-')}" if cli.augment_rates else "")
         + (f"-tw{cli.transfer_loss_weight:g}" if cli.transfer_loss_weight != 1 else "")
         + (f"-x{cli.budget_scale:g}" if cli.budget_scale != 1 else "")
     )
@@ -308,7 +309,10 @@ def run_method(
     )
     config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
     # Teacher-labelled augmented copies of the training rows (issue 16), the same for every method of a seed.
-    transfer = augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed) if cli.augment_copies else None
+    rates = AugmentationRates.parse(cli.augment_rates) if cli.augment_rates else None
+    transfer = (
+        augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed, rates) if cli.augment_copies else None
+    )
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
         model=student,
@@ -339,6 +343,7 @@ def run_method(
         precision="bf16" if cli.bf16 else "fp32",
         optim=cli.optim,
         augment_copies=cli.augment_copies,
+        augment_rates=cli.augment_rates,
         transfer_loss_weight=cli.transfer_loss_weight,
         budget_scale=cli.budget_scale,
         num_train_rows=datasets["train"].num_rows,
@@ -465,6 +470,7 @@ class RunGroup(NamedTuple):
     learning_rate: float | None
     precision: str
     augment_copies: int
+    augment_rates: str  # AugmentationRates.label(): "" for the default rates
     transfer_loss_weight: float
     budget_scale: float
     teacher_score: float  # the teacher's headline: runs against different teachers are never averaged together
@@ -482,6 +488,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
             learning_rate=result.get("learning_rate"),
             precision=result.get("precision", "fp32"),
             augment_copies=result.get("augment_copies", 0),
+            augment_rates=result.get("augment_rates", ""),
             transfer_loss_weight=result.get("transfer_loss_weight", 1.0),
             budget_scale=result.get("budget_scale", 1),
             teacher_score=round(result["teacher"][headline_key(result["task"])], 6),
@@ -495,6 +502,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
                 item[0].sparsity,
                 order.get(item[0].method, 99),
                 item[0].augment_copies,
+                item[0].augment_rates,
                 item[0].transfer_loss_weight,
                 item[0].budget_scale,
                 item[0].learning_rate or 0,
@@ -504,19 +512,26 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
     )
 
 
-def variant_label(augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0) -> str:
+def variant_label(
+    augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0, augment_rates: str = ""
+) -> str:
     """What a run adds to its method's recipe: its transfer data and its longer budget ("" when neither)."""
     parts = [f"{augment_copies} augmented copies/row"] if augment_copies else []
+    parts += [f"augmentation rates {augment_rates}"] if augment_rates else []
     parts += [f"transfer loss × {transfer_loss_weight:g}"] if transfer_loss_weight != 1 else []
     parts += [f"{budget_scale:g}× epochs"] if budget_scale != 1 else []
     return ", ".join(parts)
 
 
 def method_label(
-    method: str, augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0
+    method: str,
+    augment_copies: int = 0,
+    budget_scale: float = 1,
+    transfer_loss_weight: float = 1.0,
+    augment_rates: str = "",
 ) -> str:
     """The table's name of a method, with its transfer data and its longer budget when it had them."""
-    variant = variant_label(augment_copies, budget_scale, transfer_loss_weight)
+    variant = variant_label(augment_copies, budget_scale, transfer_loss_weight, augment_rates)
     if not variant:
         return METHOD_LABELS[method]
     return METHOD_LABELS[method] + (" + " if augment_copies else ", ") + variant
@@ -551,7 +566,7 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale, group.transfer_loss_weight)} | "
+            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale, group.transfer_loss_weight, group.augment_rates)} | "
             f"{rate_label(learning_rate)} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
@@ -619,7 +634,7 @@ def augmentation_pairs(results: list[dict]) -> list[tuple[RunGroup, list[dict], 
     groups = group_runs(results)
     pairs = []
     for group, augmented_runs in groups.items():
-        plain_runs = groups.get(group._replace(augment_copies=0, transfer_loss_weight=1.0))
+        plain_runs = groups.get(group._replace(augment_copies=0, augment_rates="", transfer_loss_weight=1.0))
         if group.augment_copies and plain_runs:
             pairs.append((group, plain_runs, augmented_runs))
     return pairs
@@ -638,7 +653,7 @@ def augmentation_gains_table(results: list[dict]) -> str:
         if pair is None:
             continue
         lines.append(
-            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale, group.transfer_loss_weight)} | "
+            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale, group.transfer_loss_weight, group.augment_rates)} | "
             f"{rate_label(group.learning_rate)} | {group.precision} | {group.augment_copies} | {pair.seeds} | "
             f"{pair.base} | {pair.other} | {pair.per_seed} | {pair.mean} |"
         )
@@ -681,7 +696,9 @@ def spd_against_baseline_table(results: list[dict]) -> str:
         pair = paired_difference(baseline_runs, spd_runs, setting.task)
         if pair is None:
             continue
-        transfer = variant_label(setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight)
+        transfer = variant_label(
+            setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight, setting.augment_rates
+        )
         lines.append(
             f"| {setting.task} | {setting.sparsity:.0%} | {transfer or 'none'} | {setting.precision} | "
             f"{rate_label(spd_runs[0].get('learning_rate'))} / {rate_label(baseline_runs[0].get('learning_rate'))} | "
@@ -724,7 +741,14 @@ def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
     averaged here either."""
     candidates: dict[tuple, list[list[dict]]] = {}
     for group, runs in group_runs(results).items():
-        variant = (group.method, group.precision, group.augment_copies, group.budget_scale, group.transfer_loss_weight)
+        variant = (
+            group.method,
+            group.precision,
+            group.augment_copies,
+            group.budget_scale,
+            group.transfer_loss_weight,
+            group.augment_rates,
+        )
         candidates.setdefault(variant, []).append(runs)
     return {variant: most_seeded(groups, task) for variant, groups in candidates.items()}
 
@@ -760,8 +784,8 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
         trained = [r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS]
         final_eval_losses = []
         for variant, runs in plotted_runs(trained, task).items():
-            method, precision, augment_copies, budget_scale, transfer_loss_weight = variant
-            label = f"{method_label(method, augment_copies, budget_scale, transfer_loss_weight)}{' bf16' if precision == 'bf16' else ''}"
+            method, precision, augment_copies, budget_scale, transfer_loss_weight, augment_rates = variant
+            label = f"{method_label(method, augment_copies, budget_scale, transfer_loss_weight, augment_rates)}{' bf16' if precision == 'bf16' else ''}"
             label += f", lr {runs[0]['learning_rate']:g}, {len(runs)} seed{'s' if len(runs) > 1 else ''}"
             # One colour per method; the marker tells its variants apart.
             marker = "s-" if precision == "bf16" else "^-" if augment_copies else "D-" if budget_scale != 1 else "o-"
@@ -845,6 +869,12 @@ def main() -> None:
         default=1.0,
         help="with --augment_copies: weight of the transfer batch's loss (SparseDistillConfig.transfer_loss_weight)",
     )
+    parser.add_argument(
+        "--augment_rates",
+        default="",
+        help="with --augment_copies: the perturbation rates (AugmentationRates.parse: '0.05' sets all four, "
+        "'delete=0,swap=0' sets those named; default: 0.1 each)",
+    )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument(
         "--budget_scale",
@@ -863,6 +893,13 @@ def main() -> None:
     cli = parser.parse_args()
     if cli.transfer_loss_weight != 1 and not cli.augment_copies:
         parser.error("--transfer_loss_weight weighs the transfer data's loss: it needs --augment_copies N")
+    if cli.augment_rates:
+        if not cli.augment_copies:
+            parser.error("--augment_rates sets how --augment_copies perturbs rows: it needs --augment_copies N")
+        try:
+            cli.augment_rates = AugmentationRates.parse(cli.augment_rates).label()  # "" for the default rates
+        except ValueError as error:
+            parser.error(f"--augment_rates: {error}")
     if not cli.report_only:
         cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     runs_dir = os.path.join(cli.results_dir, "glue")

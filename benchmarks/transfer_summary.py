@@ -24,6 +24,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import glue  # noqa: E402  (the sibling benchmark: its run groups and pairing rules)
 
+from optimum_spd.augmentation import AugmentationRates  # noqa: E402
+
 TASK_ORDER = ("mrpc", "rte", "stsb", "cola")
 RESULTS_ROOT = os.path.join(HERE, "results")
 
@@ -47,14 +49,16 @@ def pooled(differences: list[float]) -> dict[str, float | int | None]:
 
 
 def comparison_pairs(
-    results: list[dict], sparsity: float, augment_copies: int
+    results: list[dict], sparsity: float, augment_copies: int, augment_rates: str = ""
 ) -> dict[str, list[tuple[glue.RunGroup, list[dict], list[dict]]]]:
-    """(group, base runs, other runs) of each comparison at this sparsity and transfer data (weight 1, budget 1)."""
+    """(group, base runs, other runs) of each comparison at this sparsity and transfer data (weight 1, budget 1);
+    ``augment_rates`` is `AugmentationRates.label()` ("" for the default rates)."""
 
     def wanted(group: glue.RunGroup) -> bool:
         return (
             group.sparsity == sparsity
             and group.augment_copies == augment_copies
+            and group.augment_rates == augment_rates
             and group.transfer_loss_weight == 1
             and group.budget_scale == 1
         )
@@ -73,10 +77,10 @@ def comparison_pairs(
     }
 
 
-def summarize(results: list[dict], sparsity: float, augment_copies: int) -> dict[str, dict]:
+def summarize(results: list[dict], sparsity: float, augment_copies: int, augment_rates: str = "") -> dict[str, dict]:
     """Per comparison: per task, each teacher's paired differences and their pool; then the mean over tasks."""
     summary = {}
-    for comparison, pairs in comparison_pairs(results, sparsity, augment_copies).items():
+    for comparison, pairs in comparison_pairs(results, sparsity, augment_copies, augment_rates).items():
         tasks: dict[str, dict] = {}
         for group, base_runs, other_runs in pairs:
             differences = glue.seed_differences(base_runs, other_runs, group.task)
@@ -143,27 +147,38 @@ def main() -> None:
     )
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--augment_copies", type=int, default=1)
+    parser.add_argument(
+        "--augment_rates", default="", help="the augmented runs' glue.py --augment_rates (default: the default rates)"
+    )
     parser.add_argument("--output", default=os.path.join(RESULTS_ROOT, "transfer_summary.json"))
     cli = parser.parse_args()
     cli.results_dirs = cli.results_dirs or default_results_dirs()
+    try:
+        cli.augment_rates = AugmentationRates.parse(cli.augment_rates).label() if cli.augment_rates else ""
+    except ValueError as error:
+        parser.error(f"--augment_rates: {error}")
     results = []
     for results_dir in cli.results_dirs:
         runs_dir = os.path.join(results_dir, "glue")
         if not os.path.isdir(runs_dir):
             parser.error(f"results_dirs: {runs_dir} does not exist (pass folders that glue.py --results_dir wrote)")
         results += glue.load_results(runs_dir)
-    summary = summarize(results, cli.sparsity, cli.augment_copies)
+    summary = summarize(results, cli.sparsity, cli.augment_copies, cli.augment_rates)
     table = summary_table(summary)
     record = {
         "results_dirs": [os.path.relpath(path, os.path.join(HERE, "..")) for path in cli.results_dirs],
         "sparsity": cli.sparsity,
         "augment_copies": cli.augment_copies,
+        "augment_rates": cli.augment_rates or "default",
         "headline": "last evaluation, percent points",
         "comparisons": summary,
     }
     glue.write_json_atomically(record, cli.output)
     with open(os.path.splitext(cli.output)[0] + ".md", "w") as handle:
-        handle.write(f"# Transfer data at {cli.sparsity:.0%}, {cli.augment_copies} augmented copy/row, pooled\n\n")
+        rates = f", augmentation rates {cli.augment_rates}" if cli.augment_rates else ""
+        handle.write(
+            f"# Transfer data at {cli.sparsity:.0%}, {cli.augment_copies} augmented copy/row{rates}, pooled\n\n"
+        )
         handle.write(table + "\n")
     print(table)
     print(f"\nwrote {cli.output} and its .md")

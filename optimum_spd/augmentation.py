@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from datasets import Dataset
 
+RATE_NAMES = ("delete", "swap", "mask", "replace")
+
 
 @dataclass(frozen=True)
 class AugmentationRates:
@@ -28,10 +30,49 @@ class AugmentationRates:
     replace: float = 0.1
 
     def __post_init__(self):
-        for name in ("delete", "swap", "mask", "replace"):
+        for name in RATE_NAMES:
             value = getattr(self, name)
             if not 0.0 <= value < 1.0:
                 raise ValueError(f"AugmentationRates.{name}={value} must be in [0, 1).")
+
+    @classmethod
+    def parse(cls, text: str) -> AugmentationRates:
+        """Rates from a command line: ``"0.05"`` sets all four; ``"delete=0,swap=0"`` sets those named and keeps
+        the others' defaults."""
+        text = text.strip()
+        if "=" not in text:
+            try:
+                value = float(text)
+            except ValueError:
+                raise ValueError(
+                    f"augment rates {text!r}: give one number for all four rates or name=value pairs of "
+                    f"{', '.join(RATE_NAMES)} separated by commas (e.g. 'delete=0,swap=0')."
+                ) from None
+            return cls(**dict.fromkeys(RATE_NAMES, value))
+        rates = {}
+        for item in text.split(","):
+            name, _, value = item.partition("=")
+            name = name.strip()
+            if name not in RATE_NAMES or name in rates:
+                raise ValueError(
+                    f"augment rates {text!r}: {name!r} is not a rate or is named twice; the rates are "
+                    f"{', '.join(RATE_NAMES)}."
+                )
+            try:
+                rates[name] = float(value)
+            except ValueError:
+                raise ValueError(f"augment rates {text!r}: {name}={value!r} is not a number.") from None
+        return cls(**rates)
+
+    def label(self) -> str:
+        """Short and canonical: ``""`` for the defaults, ``"0.05"`` when all four are equal, else ``name=value`` pairs
+        (what `parse` reads back)."""
+        values = [getattr(self, name) for name in RATE_NAMES]
+        if self == AugmentationRates():
+            return ""
+        if len(set(values)) == 1:
+            return f"{values[0]:g}"
+        return ",".join(f"{name}={value:g}" for name, value in zip(RATE_NAMES, values))
 
 
 def _segments(special: np.ndarray) -> list[tuple[int, int]]:

@@ -145,11 +145,11 @@ def test_plot_shows_each_method_at_its_most_seeded_rate_as_a_mean_curve(glue_ben
     ]
     chosen = glue_benchmark.plotted_runs(results, "mrpc")
     assert {key: [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
-        ("gmp", "fp32", 0, 1, 1.0): [3e-4, 3e-4],
-        ("spd_paper", "fp32", 0, 1, 1.0): [3e-4],
-        ("spd_paper", "bf16", 0, 1, 1.0): [3e-4],
+        ("gmp", "fp32", 0, 1, 1.0, ""): [3e-4, 3e-4],
+        ("spd_paper", "fp32", 0, 1, 1.0, ""): [3e-4],
+        ("spd_paper", "bf16", 0, 1, 1.0, ""): [3e-4],
     }
-    runs = chosen["gmp", "fp32", 0, 1, 1.0]
+    runs = chosen["gmp", "fp32", 0, 1, 1.0, ""]
     runs[1]["log_history"] = [*runs[1]["log_history"], {"step": 20, "eval_loss": 0.9}]  # a final evaluation
     # Mean over the runs, the last entry per step of each run (the final evaluation replaces the epoch's).
     assert glue_benchmark.mean_curve(runs, "eval_loss") == [(10, 0.6), (20, pytest.approx(0.8))]
@@ -210,14 +210,17 @@ def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchma
 def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
     class Cli:
         bf16, augment_copies, budget_scale, tuned_lr, learning_rates, seeds = False, 2, 1.0, False, [1e-4], [0]
-        transfer_loss_weight = 1.0
+        transfer_loss_weight, augment_rates = 1.0, ""
 
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
     assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2"]
     Cli.transfer_loss_weight = 0.5
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
     assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2-tw0.5"]
-    Cli.transfer_loss_weight = 1.0
+    Cli.transfer_loss_weight, Cli.augment_rates = 1.0, "delete=0,swap=0,mask=0.1,replace=0.1"
+    names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
+    assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2-ratesdelete=0-swap=0-mask=0.1-replace=0.1"]
+    Cli.augment_rates = ""
     assert glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, []) == []  # no teacher term to distil with
     Cli.augment_copies, Cli.budget_scale = 0, 3.0
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, [])]
@@ -246,10 +249,13 @@ def test_augmentation_gain_pairs_runs_by_seed_with_their_plain_twin(glue_benchma
         run(0.99, 0, copies=1, learning_rate=1e-3),  # another rate: a group without a plain twin
         run(0.50, 0, copies=2),
         run(0.60, 1, copies=1, transfer_loss_weight=0.5),  # another transfer weight: its own row, same plain twin
+        run(0.76, 0, copies=1, augment_rates="0.05"),  # other augmentation rates: likewise
     ]
     rows = glue_benchmark.augmentation_gains_table(results).splitlines()[2:]
-    assert len(rows) == 3
-    half_weight, one_copy, two_copies = (row.split(" | ") for row in rows)
+    assert len(rows) == 4
+    half_weight, one_copy, light, two_copies = (row.split(" | ") for row in rows)
+    assert light[2] == "SPD (reference), augmentation rates 0.05"
+    assert light[5:] == ["1", "0", "70.0 ± –", "76.0 ± –", "+6.0", "+6.0 ± – |"]
     assert one_copy[5:] == ["1", "0,1", "71.0 ± 1.4", "74.0 ± 1.4", "+5.0, +1.0", "+3.0 ± 2.0 |"]
     assert half_weight[2] == "SPD (reference), transfer loss × 0.5"
     assert half_weight[5:] == ["1", "1", "72.0 ± –", "60.0 ± –", "-12.0", "-12.0 ± – |"]
@@ -381,6 +387,7 @@ def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_
     # SPD+aug − GMP+KD+aug, seed 0 only: +2.349, which must print +2.3 (rounded once), not +2.4 (via 2.35)
     write("a", "gmp_kd0-aug", baseline, 0.71651, 0, copies=1)
     write("a", "spd0-aug4", spd, 0.99, 0, copies=4)  # other transfer data: not in the 1-copy summary
+    write("a", "spd0-aug-light", spd, 0.30, 0, copies=1, augment_rates="0.05")  # nor other rates (checked below)
     write("b", "spd0", spd, 0.60, 0, teacher=0.7)  # teacher B, same seed: its own pair, +6
     write("b", "spd0-aug", spd, 0.66, 0, copies=1, teacher=0.7)
     write("b", "rte0", spd, 0.50, 0, task="rte")  # a second task: +2 and +4
@@ -411,3 +418,15 @@ def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_
     assert against["standard_error_over_tasks"] is None  # a single pair has no standard error
     assert "**+3.5 ± 0.8**" in completed.stdout
     assert (tmp_path / "summary.md").read_text().count("| SPD default: with − without augmentation |") == 3
+    light = subprocess.run(
+        [sys.executable, os.path.join(BENCHMARKS, "transfer_summary.py"), str(tmp_path / "a")]
+        + ["--augment_rates", "0.05", "--output", str(tmp_path / "light.json")],
+        capture_output=True,
+        text=True,
+    )
+    assert light.returncode == 0, light.stderr
+    light_gain = json.loads((tmp_path / "light.json").read_text())["comparisons"][
+        "SPD default: with − without augmentation"
+    ]
+    assert [teacher["differences_by_seed"] for teacher in light_gain["tasks"]["mrpc"]["teachers"]] == [{"0": -40.0}]
+    assert "rates 0.05" in (tmp_path / "light.md").read_text().splitlines()[0]

@@ -147,3 +147,22 @@ def test_augmenter_is_deterministic_and_keeps_rows_valid(tmp_path):
         assert [row["input_ids"][i] for i in positions] == [2, 3, 3] and positions[0] == 0
         assert positions[1] > 1 and positions[2] > positions[1] + 1
         assert row["token_type_ids"][positions[1] + 1] == 1 and row["token_type_ids"][positions[1]] == 0
+
+
+def test_augmentation_rates_parse_from_a_command_line_and_name_the_bad_field():
+    assert AugmentationRates.parse("0.05") == AugmentationRates(0.05, 0.05, 0.05, 0.05)
+    assert AugmentationRates.parse("delete=0, swap=0") == AugmentationRates(
+        delete=0.0, swap=0.0, mask=0.1, replace=0.1
+    )
+    for rates in (AugmentationRates(), AugmentationRates(0.05, 0.05, 0.05, 0.05), AugmentationRates(0.0, 0.2, 0.1, 0)):
+        assert AugmentationRates.parse(rates.label() or "0.1") == rates  # the label reads back
+    assert AugmentationRates().label() == "" and AugmentationRates.parse("0.1").label() == ""
+    for text, field in [
+        ("often", "one number"),
+        ("delete=x", "delete='x' is not a number"),
+        ("insert=0.1", "'insert' is not a rate"),
+        ("mask=0.1,mask=0.2", "'mask' is not a rate or is named twice"),
+        ("swap=1", r"AugmentationRates.swap=1.0 must be in \[0, 1\)"),
+    ]:
+        with pytest.raises(ValueError, match=field):
+            AugmentationRates.parse(text)
