@@ -430,3 +430,18 @@ def test_transfer_summary_pools_paired_gains_over_teachers_and_weighs_each_task_
     ]
     assert [teacher["differences_by_seed"] for teacher in light_gain["tasks"]["mrpc"]["teachers"]] == [{"0": -40.0}]
     assert "rates 0.05" in (tmp_path / "light.md").read_text().splitlines()[0]
+
+
+def test_augmentation_agreement_compares_the_teachers_outputs_row_by_row():
+    import numpy as np
+
+    with benchmark_script("augmentation_agreement.py") as module:
+        before = np.array([[0.1, 0.9], [0.2, 0.8], [0.7, 0.3], [0.4, 0.6]])
+        after = np.array([[0.6, 0.4], [0.3, 0.7], [0.8, 0.2], [0.1, 0.9]])
+        result = module.compare(before, after)
+        assert result["agreement"] == 0.75  # row 0 changed class
+        assert result["class_1_share"] == 0.5 and result["class_1_flipped"] == pytest.approx(1 / 3)
+        assert result["mean_top_probability"] == pytest.approx((0.6 + 0.7 + 0.8 + 0.9) / 4)
+        scores = module.compare(np.array([1.0, 2.0, 3.0]), np.array([1.5, 2.0, 4.0]))
+        assert scores["mean_absolute_change"] == pytest.approx(0.5) and 0.9 < scores["pearson"] < 1
+        assert "agreement" not in scores and module.cell(scores, "agreement") == ""

@@ -150,6 +150,8 @@ def test_example_script_end_to_end(tmp_path):
         # Transfer data: one augmented copy of each training row plus a file of unlabelled pairs.
         "--augment_copies",
         "1",
+        "--augment_rates",
+        "delete=0.05,swap=0.05",
         "--transfer_file",
         str(tmp_path / "unlabelled.tsv"),
     ]
@@ -208,6 +210,18 @@ def teacher_accuracy(tmp_path, task: str, split: str) -> float:
     with torch.no_grad():
         predictions = teacher(**encoded).logits.argmax(-1)
     return float((predictions == torch.tensor(list(dev["label"]))).float().mean())
+
+
+def test_example_script_refuses_bad_augmentation_rates_before_loading_anything(tmp_path):
+    for rates, copies, message in [
+        ("often", "1", "--augment_rates: augment rates 'often': give one number"),
+        ("0.05", "0", "--augment_rates sets how --augment_copies perturbs rows"),
+    ]:
+        command = [sys.executable, SCRIPT, "--task_name", "mrpc", "--data_dir", str(tmp_path / "missing")]
+        command += ["--output_dir", str(tmp_path / "out"), "--augment_copies", copies, "--augment_rates", rates]
+        completed = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert completed.returncode != 0 and message in completed.stderr, completed.stderr[-2000:]
+        assert not (tmp_path / "out").exists()
 
 
 def test_example_script_with_a_given_teacher(tmp_path):

@@ -35,7 +35,7 @@ from transformers import (
 )
 
 from optimum_spd import SparseDistillConfig, SPDTrainer, last_resumable_checkpoint, sparsity_report
-from optimum_spd.augmentation import augment_dataset
+from optimum_spd.augmentation import AugmentationRates, augment_dataset
 from optimum_spd.hub import license_of
 from optimum_spd.tasks import (
     DEFAULT_BASE_MODEL_ID,
@@ -105,6 +105,13 @@ class DataTrainingArguments:
             "help": "Add N perturbed copies of every training row to the transfer data (model-free augmentation)."
         },
     )
+    augment_rates: str | None = field(
+        default=None,
+        metadata={
+            "help": "With --augment_copies: per-word-piece perturbation rates, '0.05' for all four or name=value "
+            "pairs of delete, swap, mask, replace (e.g. 'delete=0,swap=0'); default 0.1 each."
+        },
+    )
 
     def __post_init__(self):
         if self.task_name is None and (self.train_file is None or self.validation_file is None):
@@ -113,6 +120,13 @@ class DataTrainingArguments:
             self.task_name = self.task_name.lower()
             if self.task_name not in GLUE_TASKS:
                 raise ValueError(f"--task_name {self.task_name} is not one of {sorted(GLUE_TASKS)}.")
+        if self.augment_rates is not None:
+            if not self.augment_copies:
+                raise ValueError("--augment_rates sets how --augment_copies perturbs rows: give --augment_copies N.")
+            try:
+                self.augment_rates = AugmentationRates.parse(self.augment_rates)
+            except ValueError as error:
+                raise ValueError(f"--augment_rates: {error}") from None
 
 
 def load_raw_datasets(
@@ -157,7 +171,9 @@ def build_transfer_dataset(
     """Teacher-labelled extra rows: augmented copies of train and/or a file of unlabelled text (None if neither)."""
     parts = []
     if data_args.augment_copies:
-        parts.append(augment_dataset(datasets["train"], tokenizer, data_args.augment_copies, seed))
+        parts.append(
+            augment_dataset(datasets["train"], tokenizer, data_args.augment_copies, seed, data_args.augment_rates)
+        )
     if data_args.transfer_file:
         rows = load_transfer_rows(data_args.transfer_file, pair, cache_dir)
         parts.append(tokenize_glue(rows, tokenizer, data_args.max_seq_length))
