@@ -84,16 +84,15 @@ def main() -> None:
     # What ensure_teacher reads of a glue.py command line when it has to train the teacher first.
     cli.model_name_or_path = cli.model_name_or_path or glue.default_base_model_path()
     cli.bf16, cli.optim, cli.transfer_loss_weight = False, glue.TEACHER_OPTIM, 1.0
-    torch.manual_seed(cli.seed)
 
     record = {"seed": cli.seed, "machine": glue.machine_facts(), "tasks": {}}
     lines = [
         "| task | teacher | rates | agreement | class-1 share (originals) | class-1 flipped | mean |Δ score| | pearson |",
         "| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
+    tokenizer = AutoTokenizer.from_pretrained(cli.model_name_or_path)
     for task in cli.tasks:
         budget = glue.BUDGETS[task]
-        tokenizer = AutoTokenizer.from_pretrained(cli.model_name_or_path)
         datasets = glue.load_task(task, cli.data_dir, tokenizer, budget, glue.TEACHER_SEED)  # glue.py's train rows
         compute_metrics = glue.glue_compute_metrics(task)
         teacher_dir, teacher_record = glue.ensure_teacher(task, budget, datasets, tokenizer, compute_metrics, cli)

@@ -177,6 +177,14 @@ def run_suffix(cli) -> str:
     )
 
 
+def augment_rates_label(text: str) -> str:
+    """argparse type of ``--augment_rates``: `AugmentationRates.label()` of the setting ("" for the default rates)."""
+    try:
+        return AugmentationRates.parse(text).label() if text else ""
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def _code_state() -> dict[str, object]:
     """The commit this process runs, and whether the tree differed from it: taken once, at start-up."""
 
@@ -871,6 +879,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--augment_rates",
+        type=augment_rates_label,
         default="",
         help="with --augment_copies: the perturbation rates (AugmentationRates.parse: '0.05' sets all four, "
         "'delete=0,swap=0' sets those named; default: 0.1 each)",
@@ -893,13 +902,8 @@ def main() -> None:
     cli = parser.parse_args()
     if cli.transfer_loss_weight != 1 and not cli.augment_copies:
         parser.error("--transfer_loss_weight weighs the transfer data's loss: it needs --augment_copies N")
-    if cli.augment_rates:
-        if not cli.augment_copies:
-            parser.error("--augment_rates sets how --augment_copies perturbs rows: it needs --augment_copies N")
-        try:
-            cli.augment_rates = AugmentationRates.parse(cli.augment_rates).label()  # "" for the default rates
-        except ValueError as error:
-            parser.error(f"--augment_rates: {error}")
+    if cli.augment_rates and not cli.augment_copies:
+        parser.error("--augment_rates sets how --augment_copies perturbs rows: it needs --augment_copies N")
     if not cli.report_only:
         cli.model_name_or_path = cli.model_name_or_path or default_base_model_path()
     runs_dir = os.path.join(cli.results_dir, "glue")

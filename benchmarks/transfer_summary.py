@@ -24,8 +24,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import glue  # noqa: E402  (the sibling benchmark: its run groups and pairing rules)
 
-from optimum_spd.augmentation import AugmentationRates  # noqa: E402
-
 TASK_ORDER = ("mrpc", "rte", "stsb", "cola")
 RESULTS_ROOT = os.path.join(HERE, "results")
 
@@ -148,15 +146,14 @@ def main() -> None:
     parser.add_argument("--sparsity", type=float, default=0.8)
     parser.add_argument("--augment_copies", type=int, default=1)
     parser.add_argument(
-        "--augment_rates", default="", help="the augmented runs' glue.py --augment_rates (default: the default rates)"
+        "--augment_rates",
+        type=glue.augment_rates_label,
+        default="",
+        help="the augmented runs' glue.py --augment_rates (default: the default rates)",
     )
     parser.add_argument("--output", default=os.path.join(RESULTS_ROOT, "transfer_summary.json"))
     cli = parser.parse_args()
     cli.results_dirs = cli.results_dirs or default_results_dirs()
-    try:
-        cli.augment_rates = AugmentationRates.parse(cli.augment_rates).label() if cli.augment_rates else ""
-    except ValueError as error:
-        parser.error(f"--augment_rates: {error}")
     results = []
     for results_dir in cli.results_dirs:
         runs_dir = os.path.join(results_dir, "glue")
