@@ -172,9 +172,23 @@ def run_suffix(cli) -> str:
         ("-bf16" if cli.bf16 else "")
         + (f"-aug{cli.augment_copies}" if cli.augment_copies else "")
         + (f"-rates{cli.augment_rates.replace(',', '-')}" if cli.augment_rates else "")
+        + (f"-transfer_{cli.transfer_task}" if cli.transfer_task else "")
         + (f"-tw{cli.transfer_loss_weight:g}" if cli.transfer_loss_weight != 1 else "")
         + (f"-x{cli.budget_scale:g}" if cli.budget_scale != 1 else "")
     )
+
+
+def transfer_dataset(datasets, tokenizer, cli, seed: int):
+    """The run's teacher-labelled transfer data (issue 16), the same for every method of a seed: ``--augment_copies``
+    perturbed copies of the training rows, or the whole training file of ``--transfer_task`` with its labels dropped
+    (``None`` without either)."""
+    if cli.augment_copies:
+        rates = AugmentationRates.parse(cli.augment_rates) if cli.augment_rates else None
+        return augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed, rates)
+    if cli.transfer_task:
+        train = load_glue(cli.transfer_task, cli.data_dir)["train"].remove_columns("label")
+        return tokenize_glue(train, tokenizer, max_length=128)
+    return None
 
 
 def augment_rates_label(text: str) -> str:
@@ -316,11 +330,7 @@ def run_method(
         cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed) + run_suffix(cli)
     )
     config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
-    # Teacher-labelled augmented copies of the training rows (issue 16), the same for every method of a seed.
-    rates = AugmentationRates.parse(cli.augment_rates) if cli.augment_rates else None
-    transfer = (
-        augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed, rates) if cli.augment_copies else None
-    )
+    transfer = transfer_dataset(datasets, tokenizer, cli, seed)
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
         model=student,
@@ -352,6 +362,7 @@ def run_method(
         optim=cli.optim,
         augment_copies=cli.augment_copies,
         augment_rates=cli.augment_rates,
+        transfer_task=cli.transfer_task,
         transfer_loss_weight=cli.transfer_loss_weight,
         budget_scale=cli.budget_scale,
         num_train_rows=datasets["train"].num_rows,
@@ -479,6 +490,7 @@ class RunGroup(NamedTuple):
     precision: str
     augment_copies: int
     augment_rates: str  # AugmentationRates.label(): "" for the default rates
+    transfer_task: str  # another GLUE task whose training text was the transfer data ("" for none)
     transfer_loss_weight: float
     budget_scale: float
     teacher_score: float  # the teacher's headline: runs against different teachers are never averaged together
@@ -497,6 +509,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
             precision=result.get("precision", "fp32"),
             augment_copies=result.get("augment_copies", 0),
             augment_rates=result.get("augment_rates", ""),
+            transfer_task=result.get("transfer_task", ""),
             transfer_loss_weight=result.get("transfer_loss_weight", 1.0),
             budget_scale=result.get("budget_scale", 1),
             teacher_score=round(result["teacher"][headline_key(result["task"])], 6),
@@ -511,6 +524,7 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
                 order.get(item[0].method, 99),
                 item[0].augment_copies,
                 item[0].augment_rates,
+                item[0].transfer_task,
                 item[0].transfer_loss_weight,
                 item[0].budget_scale,
                 item[0].learning_rate or 0,
@@ -520,29 +534,24 @@ def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
     )
 
 
-def variant_label(
-    augment_copies: int = 0, budget_scale: float = 1, transfer_loss_weight: float = 1.0, augment_rates: str = ""
-) -> str:
-    """What a run adds to its method's recipe: its transfer data and its longer budget ("" when neither)."""
-    parts = [f"{augment_copies} augmented copies/row"] if augment_copies else []
-    parts += [f"augmentation rates {augment_rates}"] if augment_rates else []
-    parts += [f"transfer loss × {transfer_loss_weight:g}"] if transfer_loss_weight != 1 else []
-    parts += [f"{budget_scale:g}× epochs"] if budget_scale != 1 else []
+def variant_label(group: RunGroup, with_copies: bool = True) -> str:
+    """What a group's runs add to their method's recipe: transfer data and a longer budget ("" when neither).
+    ``with_copies=False`` leaves out the number of augmented copies (for tables with a column of their own)."""
+    parts = [f"{group.augment_copies} augmented copies/row"] if group.augment_copies and with_copies else []
+    parts += [f"augmentation rates {group.augment_rates}"] if group.augment_rates else []
+    parts += [f"{GLUE_TASKS[group.transfer_task].folder} train text"] if group.transfer_task else []
+    parts += [f"transfer loss × {group.transfer_loss_weight:g}"] if group.transfer_loss_weight != 1 else []
+    parts += [f"{group.budget_scale:g}× epochs"] if group.budget_scale != 1 else []
     return ", ".join(parts)
 
 
-def method_label(
-    method: str,
-    augment_copies: int = 0,
-    budget_scale: float = 1,
-    transfer_loss_weight: float = 1.0,
-    augment_rates: str = "",
-) -> str:
-    """The table's name of a method, with its transfer data and its longer budget when it had them."""
-    variant = variant_label(augment_copies, budget_scale, transfer_loss_weight, augment_rates)
+def method_label(group: RunGroup, with_copies: bool = True) -> str:
+    """The table's name of a group's method, with its transfer data and its longer budget when it had them."""
+    variant = variant_label(group, with_copies)
     if not variant:
-        return METHOD_LABELS[method]
-    return METHOD_LABELS[method] + (" + " if augment_copies else ", ") + variant
+        return METHOD_LABELS[group.method]
+    has_transfer_data = (group.augment_copies and with_copies) or group.transfer_task
+    return METHOD_LABELS[group.method] + (" + " if has_transfer_data else ", ") + variant
 
 
 def rate_label(learning_rate: float | None) -> str:
@@ -574,7 +583,7 @@ def results_table(results: list[dict]) -> str:
         teacher_scores = "/".join(f"{100 * teacher[f'eval_{name}']:.1f}" for name in names)
         seeds = ",".join(str(run["seed"]) for run in runs) if method != ONE_SHOT else ""
         lines.append(
-            f"| {task} | {group.sparsity:.0%} | {method_label(method, group.augment_copies, group.budget_scale, group.transfer_loss_weight, group.augment_rates)} | "
+            f"| {task} | {group.sparsity:.0%} | {method_label(group)} | "
             f"{rate_label(learning_rate)} | {group.precision} | {seeds} | {'/'.join(names)} | {teacher_scores} | {last} | {delta:+.1f} | "
             f"{f'{100 * statistics.fmean(bests):.1f}' if bests else ''} | "
             f"{f'{statistics.fmean(train_losses):.3f}' if train_losses else ''} | "
@@ -642,8 +651,10 @@ def augmentation_pairs(results: list[dict]) -> list[tuple[RunGroup, list[dict], 
     groups = group_runs(results)
     pairs = []
     for group, augmented_runs in groups.items():
-        plain_runs = groups.get(group._replace(augment_copies=0, augment_rates="", transfer_loss_weight=1.0))
-        if group.augment_copies and plain_runs:
+        plain_runs = groups.get(
+            group._replace(augment_copies=0, augment_rates="", transfer_task="", transfer_loss_weight=1.0)
+        )
+        if (group.augment_copies or group.transfer_task) and plain_runs:
             pairs.append((group, plain_runs, augmented_runs))
     return pairs
 
@@ -661,8 +672,8 @@ def augmentation_gains_table(results: list[dict]) -> str:
         if pair is None:
             continue
         lines.append(
-            f"| {group.task} | {group.sparsity:.0%} | {method_label(group.method, 0, group.budget_scale, group.transfer_loss_weight, group.augment_rates)} | "
-            f"{rate_label(group.learning_rate)} | {group.precision} | {group.augment_copies} | {pair.seeds} | "
+            f"| {group.task} | {group.sparsity:.0%} | {method_label(group, with_copies=False)} | "
+            f"{rate_label(group.learning_rate)} | {group.precision} | {group.augment_copies or '–'} | {pair.seeds} | "
             f"{pair.base} | {pair.other} | {pair.per_seed} | {pair.mean} |"
         )
     return "\n".join(lines) if len(lines) > 2 else ""
@@ -704,9 +715,7 @@ def spd_against_baseline_table(results: list[dict]) -> str:
         pair = paired_difference(baseline_runs, spd_runs, setting.task)
         if pair is None:
             continue
-        transfer = variant_label(
-            setting.augment_copies, setting.budget_scale, setting.transfer_loss_weight, setting.augment_rates
-        )
+        transfer = variant_label(setting)
         lines.append(
             f"| {setting.task} | {setting.sparsity:.0%} | {transfer or 'none'} | {setting.precision} | "
             f"{rate_label(spd_runs[0].get('learning_rate'))} / {rate_label(baseline_runs[0].get('learning_rate'))} | "
@@ -733,6 +742,7 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
         and r.get("precision", "fp32") == "fp32"
         # The rate is tuned once, without transfer data and at the task's budget, for every variant.
         and not r.get("augment_copies")
+        and not r.get("transfer_task")
         and r.get("budget_scale", 1) == 1
     ]
     if not grid:
@@ -743,20 +753,13 @@ def tuned_learning_rate(results: list[dict], task: str, sparsity: float, method:
     return max(grid, key=lambda r: r["final"][key])["learning_rate"]
 
 
-def plotted_runs(results: list[dict], task: str) -> dict[tuple, list[dict]]:
-    """Per method (and precision and transfer-data variant): the runs at its `most_seeded` rate. The rest of the grid
+def plotted_runs(results: list[dict], task: str) -> dict[RunGroup, list[dict]]:
+    """Per method (and precision and transfer-data variant; the key is their group, rate and teacher blank): the runs at its `most_seeded` rate. The rest of the grid
     is in the table, not on the plot. Groups come from `group_runs`, so runs against different teachers are never
     averaged here either."""
-    candidates: dict[tuple, list[list[dict]]] = {}
+    candidates: dict[RunGroup, list[list[dict]]] = {}
     for group, runs in group_runs(results).items():
-        variant = (
-            group.method,
-            group.precision,
-            group.augment_copies,
-            group.budget_scale,
-            group.transfer_loss_weight,
-            group.augment_rates,
-        )
+        variant = group._replace(learning_rate=None, teacher_score=None)
         candidates.setdefault(variant, []).append(runs)
     return {variant: most_seeded(groups, task) for variant, groups in candidates.items()}
 
@@ -792,11 +795,20 @@ def plot_task(task: str, results: list[dict], path: str) -> None:
         trained = [r for r in results if r["sparsity"] == sparsity and r["method"] in METHODS]
         final_eval_losses = []
         for variant, runs in plotted_runs(trained, task).items():
-            method, precision, augment_copies, budget_scale, transfer_loss_weight, augment_rates = variant
-            label = f"{method_label(method, augment_copies, budget_scale, transfer_loss_weight, augment_rates)}{' bf16' if precision == 'bf16' else ''}"
+            method, precision = variant.method, variant.precision
+            label = f"{method_label(variant)}{' bf16' if precision == 'bf16' else ''}"
             label += f", lr {runs[0]['learning_rate']:g}, {len(runs)} seed{'s' if len(runs) > 1 else ''}"
             # One colour per method; the marker tells its variants apart.
-            marker = "s-" if precision == "bf16" else "^-" if augment_copies else "D-" if budget_scale != 1 else "o-"
+            has_transfer_data = variant.augment_copies or variant.transfer_task
+            marker = (
+                "s-"
+                if precision == "bf16"
+                else "^-"
+                if has_transfer_data
+                else "D-"
+                if variant.budget_scale != 1
+                else "o-"
+            )
             train, evals = mean_curve(runs, "loss_hard_label"), mean_curve(runs, "eval_loss")
             if train:
                 axis.plot(*zip(*train), linestyle="--", color=colours[method], alpha=0.6, label=f"{label}: train")
@@ -884,6 +896,12 @@ def main() -> None:
         help="with --augment_copies: the perturbation rates (AugmentationRates.parse: '0.05' sets all four, "
         "'delete=0,swap=0' sets those named; default: 0.1 each)",
     )
+    parser.add_argument(
+        "--transfer_task",
+        choices=sorted(BUDGETS),
+        help="transfer data instead of --augment_copies: this other GLUE task's whole training file, labels dropped, "
+        "distilled with the teacher terms (e.g. --tasks cola --transfer_task sst2)",
+    )
     parser.add_argument("--results_dir", default=os.path.join(HERE, "results"))
     parser.add_argument(
         "--budget_scale",
@@ -900,8 +918,22 @@ def main() -> None:
     parser.add_argument("--max_train_samples", type=int, help="override every task's train subsample (smoke runs)")
     parser.add_argument("--report_only", action="store_true", help="rebuild the table and plots from the JSON files")
     cli = parser.parse_args()
-    if cli.transfer_loss_weight != 1 and not cli.augment_copies:
-        parser.error("--transfer_loss_weight weighs the transfer data's loss: it needs --augment_copies N")
+    cli.transfer_task = cli.transfer_task or ""
+    if cli.transfer_task and cli.augment_copies:
+        parser.error("--transfer_task and --augment_copies each give the transfer data: use one of them")
+    if cli.transfer_task in cli.tasks:
+        parser.error(f"--transfer_task {cli.transfer_task} is also in --tasks: name a task other than the one pruned")
+    for task in cli.tasks if cli.transfer_task else []:
+        sentences = len(GLUE_TASKS[task].text_columns)
+        if len(GLUE_TASKS[cli.transfer_task].text_columns) != sentences:
+            parser.error(
+                f"--transfer_task {cli.transfer_task}: its rows do not have {task}'s {sentences} sentence(s) per row; "
+                "name a task with the same number (sst2 or cola for single sentences; mrpc, stsb or rte for pairs)"
+            )
+    if cli.transfer_loss_weight != 1 and not (cli.augment_copies or cli.transfer_task):
+        parser.error(
+            "--transfer_loss_weight weighs the transfer data's loss: it needs --augment_copies N or --transfer_task"
+        )
     if cli.augment_rates and not cli.augment_copies:
         parser.error("--augment_rates sets how --augment_copies perturbs rows: it needs --augment_copies N")
     if not cli.report_only:
@@ -957,11 +989,11 @@ def main() -> None:
 
 def planned_runs(task: str, sparsity: float, method: str, cli, results: list[dict]):
     """(run name, callable) for every run of this method that the command line asks for."""
-    if cli.augment_copies and (
+    if (cli.augment_copies or cli.transfer_task) and (
         method == ONE_SHOT
         or not SparseDistillConfig(output_dir="unused", report_to="none", **METHODS[method]).needs_teacher_outputs
     ):
-        print(f"[glue] {method}: no teacher term to distil transfer data with; skipped with --augment_copies")
+        print(f"[glue] {method}: no teacher term to distil transfer data with; skipped with transfer data")
         return []
     if method == ONE_SHOT:
         return [(run_name(task, sparsity, ONE_SHOT), run_one_shot)]
