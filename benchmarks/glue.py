@@ -833,7 +833,8 @@ def write_report(results_dir: str) -> str:
     gains = augmentation_gains_table(results)
     if gains:
         table += (
-            "\n\n## Gain from augmented transfer data, paired by seed (headline metric, last evaluation)\n\n" + gains
+            "\n\n## Gain from transfer data (augmented copies or another task's text), paired by seed (headline metric, last evaluation)\n\n"
+            + gains
         )
     against_baseline = spd_against_baseline_table(results)
     if against_baseline:

@@ -144,12 +144,13 @@ def test_plot_shows_each_method_at_its_most_seeded_rate_as_a_mean_curve(glue_ben
         {**at(3e-4, "spd_paper", 0.60, 0), "precision": "bf16"},  # a variant of its own
     ]
     chosen = glue_benchmark.plotted_runs(results, "mrpc")
-    assert {key: [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
-        ("gmp", "fp32", 0, 1, 1.0, ""): [3e-4, 3e-4],
-        ("spd_paper", "fp32", 0, 1, 1.0, ""): [3e-4],
-        ("spd_paper", "bf16", 0, 1, 1.0, ""): [3e-4],
+    assert {(key.method, key.precision): [r["learning_rate"] for r in runs] for key, runs in chosen.items()} == {
+        ("gmp", "fp32"): [3e-4, 3e-4],
+        ("spd_paper", "fp32"): [3e-4],
+        ("spd_paper", "bf16"): [3e-4],
     }
-    runs = chosen["gmp", "fp32", 0, 1, 1.0, ""]
+    assert {(key.learning_rate, key.teacher_score) for key in chosen} == {(None, None)}  # a variant spans both
+    runs = next(runs for key, runs in chosen.items() if key.method == "gmp")
     runs[1]["log_history"] = [*runs[1]["log_history"], {"step": 20, "eval_loss": 0.9}]  # a final evaluation
     # Mean over the runs, the last entry per step of each run (the final evaluation replaces the epoch's).
     assert glue_benchmark.mean_curve(runs, "eval_loss") == [(10, 0.6), (20, pytest.approx(0.8))]
@@ -210,7 +211,7 @@ def test_best_of_run_counts_only_evaluations_at_the_target_sparsity(glue_benchma
 def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_benchmark):
     class Cli:
         bf16, augment_copies, budget_scale, tuned_lr, learning_rates, seeds = False, 2, 1.0, False, [1e-4], [0]
-        transfer_loss_weight, augment_rates = 1.0, ""
+        transfer_loss_weight, augment_rates, transfer_task = 1.0, "", ""
 
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
     assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-aug2"]
@@ -225,13 +226,18 @@ def test_augmented_and_longer_runs_are_named_grouped_and_labelled_apart(glue_ben
     Cli.augment_copies, Cli.budget_scale = 0, 3.0
     names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, [])]
     assert names == ["mrpc-s80-gmp-lr1.0e-04-seed0-x3"]
+    Cli.budget_scale, Cli.transfer_task = 1.0, "rte"
+    names = [name for name, _ in glue_benchmark.planned_runs("mrpc", 0.8, "spd_paper", Cli, [])]
+    assert names == ["mrpc-s80-spd_paper-lr1.0e-04-seed0-transfer_rte"]
+    assert glue_benchmark.planned_runs("mrpc", 0.8, "gmp", Cli, []) == []  # transfer text needs a teacher term too
     plain, augmented = fake_result("gmp_kd", 0.70), {**fake_result("gmp_kd", 0.74), "augment_copies": 2}
     longer = {**fake_result("gmp_kd", 0.99), "budget_scale": 3.0, "learning_rate": 6.4e-4}
-    rows = glue_benchmark.results_table([plain, augmented, longer]).splitlines()[2:]
+    other_text = {**fake_result("gmp_kd", 0.98), "transfer_task": "rte", "learning_rate": 3e-4}
+    rows = glue_benchmark.results_table([plain, augmented, longer, other_text]).splitlines()[2:]
     labels = [row.split(" | ")[2] for row in rows]
-    assert labels == ["GMP+KD", "GMP+KD, 3× epochs", "GMP+KD + 2 augmented copies/row"]
-    # Neither variant takes part in tuning the rate: the plain run's rate stays the tuned one.
-    rates = glue_benchmark.tuned_learning_rate([plain, augmented, longer], "mrpc", 0.8, "gmp_kd", seed=42)
+    assert labels == ["GMP+KD", "GMP+KD, 3× epochs", "GMP+KD + RTE train text", "GMP+KD + 2 augmented copies/row"]
+    # No variant takes part in tuning the rate: the plain run's rate stays the tuned one.
+    rates = glue_benchmark.tuned_learning_rate([plain, augmented, longer, other_text], "mrpc", 0.8, "gmp_kd", seed=42)
     assert rates == plain["learning_rate"]
 
 
@@ -250,10 +256,13 @@ def test_augmentation_gain_pairs_runs_by_seed_with_their_plain_twin(glue_benchma
         run(0.50, 0, copies=2),
         run(0.60, 1, copies=1, transfer_loss_weight=0.5),  # another transfer weight: its own row, same plain twin
         run(0.76, 0, copies=1, augment_rates="0.05"),  # other augmentation rates: likewise
+        run(0.80, 1, transfer_task="rte"),  # another task's text as transfer data: likewise, no copies
     ]
     rows = glue_benchmark.augmentation_gains_table(results).splitlines()[2:]
-    assert len(rows) == 4
-    half_weight, one_copy, light, two_copies = (row.split(" | ") for row in rows)
+    assert len(rows) == 5
+    other_text, half_weight, one_copy, light, two_copies = (row.split(" | ") for row in rows)
+    assert other_text[2] == "SPD (reference) + RTE train text"
+    assert other_text[5:] == ["–", "1", "72.0 ± –", "80.0 ± –", "+8.0", "+8.0 ± – |"]
     assert light[2] == "SPD (reference), augmentation rates 0.05"
     assert light[5:] == ["1", "0", "70.0 ± –", "76.0 ± –", "+6.0", "+6.0 ± – |"]
     assert one_copy[5:] == ["1", "0,1", "71.0 ± 1.4", "74.0 ± 1.4", "+5.0, +1.0", "+3.0 ± 2.0 |"]
@@ -279,6 +288,8 @@ def test_spd_is_paired_with_gmp_kd_at_each_ones_most_seeded_rate_and_same_teache
         run(spd, 0.80, 2, learning_rate=1e-3),  # no GMP+KD twin for seed 2: left out of the pair
         run(spd, 0.79, 0, learning_rate=1e-3, augment_copies=1),
         run(baseline, 0.71, 0, learning_rate=6.4e-4, augment_copies=1),
+        run(spd, 0.77, 1, learning_rate=1e-3, transfer_task="rte"),
+        run(baseline, 0.78, 1, learning_rate=6.4e-4, transfer_task="rte"),
         run("spd_paper", 0.99, 0, learning_rate=1e-3),  # not the default recipe
         run(spd, 0.99, 3, learning_rate=1e-3, teacher={"eval_accuracy": 0.9, "eval_f1": 0.9}),  # another teacher
         run(baseline, 0.10, 3, learning_rate=1e-3, teacher={"eval_accuracy": 0.8, "eval_f1": 0.9}),  # and another
@@ -286,9 +297,43 @@ def test_spd_is_paired_with_gmp_kd_at_each_ones_most_seeded_rate_and_same_teache
     rows = [row.split(" | ") for row in glue_benchmark.spd_against_baseline_table(results).splitlines()[2:]]
     assert [row[2:] for row in rows] == [
         ["none", "fp32", "0.001 / 0.00064", "0,1", "72.0 ± 2.8", "74.0 ± 1.4", "+5.0, -1.0", "+2.0 ± 3.0 |"],
+        ["RTE train text", "fp32", "0.001 / 0.00064", "1", "78.0 ± –", "77.0 ± –", "-1.0", "-1.0 ± – |"],
         ["1 augmented copies/row", "fp32", "0.001 / 0.00064", "0", "71.0 ± –", "79.0 ± –", "+8.0", "+8.0 ± – |"],
     ]
     assert glue_benchmark.spd_against_baseline_table([run(spd, 0.7, 0)]) == ""
+
+
+def test_transfer_task_gives_another_tasks_training_text_without_labels(glue_benchmark, tmp_path):
+    """--transfer_task: the whole train file of the other task, tokenised, its labels dropped; one source at a time."""
+    (tmp_path / "SST-2").mkdir()
+    rows = ["sentence\tlabel", "a gripping , funny film\t1", "dull\t0", 'an "unmatched quote\t1']
+    (tmp_path / "SST-2" / "train.tsv").write_text("\n".join(rows) + "\n")
+    (tmp_path / "SST-2" / "dev.tsv").write_text("sentence\tlabel\nnot read\t0\n")
+
+    class Cli:
+        augment_copies, augment_rates, transfer_task, data_dir = 0, "", "sst2", str(tmp_path)
+
+    transfer = glue_benchmark.transfer_dataset({}, tiny_tokenizer(str(tmp_path / "tokenizer")), Cli, seed=0)
+    assert transfer.num_rows == 3 and "label" not in transfer.column_names and "sentence1" not in transfer.column_names
+    assert all(len(ids) >= 3 for ids in transfer["input_ids"])  # [CLS], at least one piece, [SEP]
+    Cli.transfer_task = ""
+    assert glue_benchmark.transfer_dataset({}, None, Cli, seed=0) is None
+
+
+@pytest.mark.parametrize(
+    "arguments, message",
+    [
+        (["--tasks", "cola", "--transfer_task", "sst2", "--augment_copies", "1"], "use one of them"),
+        (["--tasks", "cola", "--transfer_task", "cola"], "name a task other than the one pruned"),
+        (["--tasks", "mrpc", "--transfer_task", "sst2"], "sentence(s) per row"),
+        (["--tasks", "cola", "--transfer_loss_weight", "0.5"], "needs --augment_copies N or --transfer_task"),
+    ],
+)
+def test_transfer_task_is_refused_before_anything_loads(glue_benchmark, monkeypatch, capsys, arguments, message):
+    monkeypatch.setattr(sys, "argv", ["glue.py", *arguments])
+    with pytest.raises(SystemExit):
+        glue_benchmark.main()
+    assert message in capsys.readouterr().err
 
 
 def test_glue_study_runs_its_phases_in_order_with_equal_tuning(tmp_path):
