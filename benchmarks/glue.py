@@ -493,7 +493,7 @@ class RunGroup(NamedTuple):
     transfer_task: str  # another GLUE task whose training text was the transfer data ("" for none)
     transfer_loss_weight: float
     budget_scale: float
-    teacher_score: float  # the teacher's headline: runs against different teachers are never averaged together
+    teacher_score: float | None  # the teacher's headline: runs against different teachers are never averaged together
 
 
 def group_runs(results: list[dict]) -> dict[RunGroup, list[dict]]:
