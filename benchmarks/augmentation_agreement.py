@@ -103,7 +103,9 @@ def main() -> None:
         regression = GLUE_TASKS[task].is_regression
         originals_share = "" if regression else f"{(original.argmax(-1) == 1).mean():.3f}"
         for text, rates in settings.items():
-            copies = augment_dataset(datasets["train"], tokenizer, 1, cli.seed, rates)
+            copies = augment_dataset(
+                datasets["train"], tokenizer, 1, cli.seed, rates, model.get_input_embeddings().weight
+            )
             result = compare(original, teacher_outputs(model, copies, tokenizer))
             record["tasks"][task]["rates"][rates.label() or "default (0.1)"] = {**vars(rates), **result}
             share = "" if regression else f"{originals_share} → {cell(result, 'class_1_share')}"

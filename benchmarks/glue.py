@@ -178,13 +178,14 @@ def run_suffix(cli) -> str:
     )
 
 
-def transfer_dataset(datasets, tokenizer, cli, seed: int):
+def transfer_dataset(datasets, tokenizer, cli, seed: int, teacher):
     """The run's teacher-labelled transfer data (issue 16), the same for every method of a seed: ``--augment_copies``
-    perturbed copies of the training rows, or the whole training file of ``--transfer_task`` with its labels dropped
-    (``None`` without either)."""
+    perturbed copies of the training rows (embedding neighbours from the teacher's input embeddings), or the whole
+    training file of ``--transfer_task`` with its labels dropped (``None`` without either)."""
     if cli.augment_copies:
         rates = AugmentationRates.parse(cli.augment_rates) if cli.augment_rates else None
-        return augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed, rates)
+        embeddings = teacher.get_input_embeddings().weight
+        return augment_dataset(datasets["train"], tokenizer, cli.augment_copies, seed, rates, embeddings)
     if cli.transfer_task:
         train = load_glue(cli.transfer_task, cli.data_dir)["train"].remove_columns("label")
         return tokenize_glue(train, tokenizer, max_length=128)
@@ -330,12 +331,13 @@ def run_method(
         cli.work_dir, task, run_name(task, sparsity, method, learning_rate, seed) + run_suffix(cli)
     )
     config = run_config(output_dir, sparsity, method, budget, cli, learning_rate, seed)
-    transfer = transfer_dataset(datasets, tokenizer, cli, seed)
+    teacher = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
+    transfer = transfer_dataset(datasets, tokenizer, cli, seed, teacher)
     student = AutoModelForSequenceClassification.from_pretrained(teacher_dir)
     trainer = SPDTrainer(
         model=student,
         args=config,
-        teacher_model=AutoModelForSequenceClassification.from_pretrained(teacher_dir),
+        teacher_model=teacher,
         train_dataset=datasets["train"],
         eval_dataset=datasets["validation"],
         transfer_dataset=transfer,
@@ -894,8 +896,9 @@ def main() -> None:
         "--augment_rates",
         type=augment_rates_label,
         default="",
-        help="with --augment_copies: the perturbation rates (AugmentationRates.parse: '0.05' sets all four, "
-        "'delete=0,swap=0' sets those named; default: 0.1 each)",
+        help="with --augment_copies: the perturbation rates (AugmentationRates.parse: '0.05' sets the four random "
+        "ones, 'delete=0,swap=0' sets those named, 'delete=0,swap=0,mask=0,replace=0,neighbour=0.2' substitutes "
+        "the teacher's embedding neighbours only; default: 0.1 each of the four, neighbour 0)",
     )
     parser.add_argument(
         "--transfer_task",

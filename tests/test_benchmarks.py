@@ -313,11 +313,11 @@ def test_transfer_task_gives_another_tasks_training_text_without_labels(glue_ben
     class Cli:
         augment_copies, augment_rates, transfer_task, data_dir = 0, "", "sst2", str(tmp_path)
 
-    transfer = glue_benchmark.transfer_dataset({}, tiny_tokenizer(str(tmp_path / "tokenizer")), Cli, seed=0)
+    transfer = glue_benchmark.transfer_dataset({}, tiny_tokenizer(str(tmp_path / "tokenizer")), Cli, 0, None)
     assert transfer.num_rows == 3 and "label" not in transfer.column_names and "sentence1" not in transfer.column_names
     assert all(len(ids) >= 3 for ids in transfer["input_ids"])  # [CLS], at least one piece, [SEP]
     Cli.transfer_task = ""
-    assert glue_benchmark.transfer_dataset({}, None, Cli, seed=0) is None
+    assert glue_benchmark.transfer_dataset({}, None, Cli, 0, None) is None
 
 
 @pytest.mark.parametrize(

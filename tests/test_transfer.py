@@ -6,7 +6,7 @@ from helpers import tiny_dataset, tiny_model, tiny_tokenizer
 
 import optimum_spd.trainer as trainer_module
 from optimum_spd import SPDTrainer
-from optimum_spd.augmentation import AugmentationRates, augment_dataset
+from optimum_spd.augmentation import AugmentationRates, augment_dataset, embedding_neighbours
 
 
 def transfer_rows(rows=40, seed=5):
@@ -154,15 +154,94 @@ def test_augmentation_rates_parse_from_a_command_line_and_name_the_bad_field():
     assert AugmentationRates.parse("delete=0, swap=0") == AugmentationRates(
         delete=0.0, swap=0.0, mask=0.1, replace=0.1
     )
-    for rates in (AugmentationRates(), AugmentationRates(0.05, 0.05, 0.05, 0.05), AugmentationRates(0.0, 0.2, 0.1, 0)):
+    # One number sets the four random rates only; the embedding-neighbour rate is opt-in by name.
+    assert AugmentationRates.parse("0.05").neighbour == 0.0
+    neighbour_only = AugmentationRates.parse("delete=0,swap=0,mask=0,replace=0,neighbour=0.2")
+    assert neighbour_only == AugmentationRates(0.0, 0.0, 0.0, 0.0, neighbour=0.2)
+    assert neighbour_only.label() == "delete=0,swap=0,mask=0,replace=0,neighbour=0.2"
+    assert AugmentationRates(0.05, 0.05, 0.05, 0.05, neighbour=0.05).label().endswith(",neighbour=0.05")
+    for rates in (
+        AugmentationRates(),
+        AugmentationRates(0.05, 0.05, 0.05, 0.05),
+        AugmentationRates(0.0, 0.2, 0.1, 0),
+        neighbour_only,
+        AugmentationRates(neighbour=0.1),
+    ):
         assert AugmentationRates.parse(rates.label() or "0.1") == rates  # the label reads back
     assert AugmentationRates().label() == "" and AugmentationRates.parse("0.1").label() == ""
+    # Labels of runs made before the neighbour rate existed are unchanged (run names and result groups use them).
+    assert AugmentationRates(0.0, 0.0, 0.1, 0.1).label() == "delete=0,swap=0,mask=0.1,replace=0.1"
     for text, field in [
         ("often", "one number"),
         ("delete=x", "delete='x' is not a number"),
         ("insert=0.1", "'insert' is not a rate"),
         ("mask=0.1,mask=0.2", "'mask' is not a rate or is named twice"),
         ("swap=1", r"AugmentationRates.swap=1.0 must be in \[0, 1\)"),
+        ("mask=0.5,replace=0.3,neighbour=0.2", "mask \\+ replace \\+ neighbour = 1 must be below 1"),
     ]:
         with pytest.raises(ValueError, match=field):
             AugmentationRates.parse(text)
+
+
+def neighbour_vocabulary(tmp_path):
+    """A WordPiece vocabulary with two word families, two continuation pieces and a placeholder entry, and input
+    embeddings that put each family in its own direction; [unused0] and [MASK] sit exactly on top of "walk"."""
+    from transformers import BertTokenizerFast
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[unused0]", "walk", "walks", "walked", "run", "runs"]
+    vocab += ["ran", "##ing", "##ed"]
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    tokenizer = BertTokenizerFast(vocab=str(tmp_path / "vocab.txt"), do_lower_case=True)
+    direction = {"walk": 0, "walks": 0, "walked": 0, "run": 1, "runs": 1, "ran": 1, "##ing": 2, "##ed": 2}
+    generator = torch.Generator().manual_seed(0)
+    embeddings = 0.05 * torch.randn(len(vocab), 4, generator=generator)
+    for piece, axis in direction.items():
+        embeddings[vocab.index(piece), axis] += 1.0
+    embeddings[vocab.index("[unused0]")] = embeddings[vocab.index("[MASK]")] = embeddings[vocab.index("walk")]
+    return tokenizer, vocab, embeddings
+
+
+def test_embedding_neighbours_stay_within_a_kind_and_skip_special_placeholder_and_self(tmp_path):
+    tokenizer, vocab, embeddings = neighbour_vocabulary(tmp_path)
+    index = {piece: i for i, piece in enumerate(vocab)}
+    used = [index[p] for p in ("[CLS]", "walk", "ran", "##ing", "[unused0]")]
+    table = embedding_neighbours(embeddings, tokenizer, used, candidates=2)
+    names = {piece: {vocab[i] for i in table[index[piece]]} for piece in ("walk", "ran", "##ing")}
+    # The two nearest of the same kind: never itself, [MASK] or [unused0] (both closer than anything), never a
+    # continuation piece for a word start or the other way round.
+    assert names == {"walk": {"walks", "walked"}, "ran": {"run", "runs"}, "##ing": {"##ed"}}
+    # Pieces that are special, placeholders or not asked for map to themselves: substituting them changes nothing.
+    for piece in ("[CLS]", "[unused0]", "walks"):
+        assert set(table[index[piece]]) == {index[piece]}
+    with pytest.raises(ValueError, match="do not cover the tokenizer's 14 pieces"):
+        embedding_neighbours(embeddings[:5], tokenizer, used)
+
+
+def test_neighbour_substitution_puts_a_neighbour_in_place_and_is_deterministic(tmp_path):
+    from datasets import Dataset
+
+    tokenizer, vocab, embeddings = neighbour_vocabulary(tmp_path)
+    sentences = ["walk runs walked", "ran walking", "walks run ran walk", "running walked"]
+    dataset = Dataset.from_dict(dict(tokenizer(sentences)))
+    rates = AugmentationRates(delete=0, swap=0, mask=0, replace=0, neighbour=0.6)
+    options = {"rates": rates, "embeddings": embeddings, "neighbour_candidates": 2}  # each family's other members
+    first = augment_dataset(dataset, tokenizer, copies=3, seed=0, **options)
+    again = augment_dataset(dataset, tokenizer, copies=3, seed=0, **options)
+    other = augment_dataset(dataset, tokenizer, copies=3, seed=1, **options)
+    assert list(first["input_ids"]) == list(again["input_ids"]) != list(other["input_ids"])
+    family = [{"walk", "walks", "walked"}, {"run", "runs", "ran"}, {"##ing", "##ed"}]
+    changed = 0
+    for index, row in enumerate(first):
+        source = dataset[index // 3]["input_ids"]
+        assert len(row["input_ids"]) == len(source)  # substitution never deletes, inserts or moves a piece
+        for before, after in zip(
+            tokenizer.convert_ids_to_tokens(source), tokenizer.convert_ids_to_tokens(row["input_ids"])
+        ):
+            if before in ("[CLS]", "[SEP]"):
+                assert after == before
+            elif after != before:
+                changed += 1
+                assert any(before in members and after in members for members in family), (before, after)
+    assert changed > 10  # 12 copies of 2-4 pieces at 0.6: the substitution really happens
+    with pytest.raises(ValueError, match="pass embeddings=model.get_input_embeddings"):
+        augment_dataset(dataset, tokenizer, copies=1, seed=0, rates=rates)

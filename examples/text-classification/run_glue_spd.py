@@ -108,8 +108,10 @@ class DataTrainingArguments:
     augment_rates: str | None = field(
         default=None,
         metadata={
-            "help": "With --augment_copies: per-word-piece perturbation rates, '0.05' for all four or name=value "
-            "pairs of delete, swap, mask, replace (e.g. 'delete=0,swap=0'); default 0.1 each."
+            "help": "With --augment_copies: per-word-piece perturbation rates, '0.05' for the four random ones or "
+            "name=value pairs of delete, swap, mask, replace, neighbour (e.g. 'delete=0,swap=0'; "
+            "'delete=0,swap=0,mask=0,replace=0,neighbour=0.2' substitutes the teacher's embedding neighbours only); "
+            "default 0.1 each of the four, neighbour 0."
         },
     )
 
@@ -166,14 +168,14 @@ def load_transfer_rows(path: str, pair: bool, cache_dir: str | None) -> Dataset:
 
 
 def build_transfer_dataset(
-    data_args, datasets, tokenizer, pair: bool, seed: int, cache_dir: str | None
+    data_args, datasets, tokenizer, pair: bool, seed: int, cache_dir: str | None, embeddings: torch.Tensor
 ) -> Dataset | None:
-    """Teacher-labelled extra rows: augmented copies of train and/or a file of unlabelled text (None if neither)."""
+    """Teacher-labelled extra rows: augmented copies of train and/or a file of unlabelled text (None if neither);
+    ``embeddings`` (the teacher's input embeddings) give the substitutes of the ``neighbour`` rate."""
     parts = []
     if data_args.augment_copies:
-        parts.append(
-            augment_dataset(datasets["train"], tokenizer, data_args.augment_copies, seed, data_args.augment_rates)
-        )
+        copies, rates = data_args.augment_copies, data_args.augment_rates
+        parts.append(augment_dataset(datasets["train"], tokenizer, copies, seed, rates, embeddings))
     if data_args.transfer_file:
         rows = load_transfer_rows(data_args.transfer_file, pair, cache_dir)
         parts.append(tokenize_glue(rows, tokenizer, data_args.max_seq_length))
@@ -268,7 +270,11 @@ def main():
     )
     with spd_args.main_process_first(desc="transfer data"):
         pair = "sentence2" in raw["train"].column_names
-        transfer = build_transfer_dataset(data_args, datasets, tokenizer, pair, spd_args.seed, model_args.cache_dir)
+        # The student is still an exact copy of the teacher here, so its embeddings are the teacher's.
+        embeddings = student.get_input_embeddings().weight
+        transfer = build_transfer_dataset(
+            data_args, datasets, tokenizer, pair, spd_args.seed, model_args.cache_dir, embeddings
+        )
     if transfer is not None:
         results["num_transfer_rows"] = transfer.num_rows
     trainer = SPDTrainer(
