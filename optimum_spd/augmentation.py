@@ -2,14 +2,14 @@
 
 SPD's diagnosis is *relative data deficiency*: the pruned student must relearn from a small task set what pruning
 removed. The teacher can label any text, so perturbed copies of the training rows are extra distillation signal
-(TinyBERT's augmentation, without its GloVe/BERT word substitutions, which would need a download). Each copy of a row
-changes word pieces independently with small probabilities: replacement by a random piece of the tokenizer's own
-vocabulary, replacement by the mask token, deletion, a swap with the next piece and, opt-in, replacement by one of the
-piece's nearest neighbours in the model's own input-embedding table (``AugmentationRates.neighbour``: "walked" becomes
-"walks" or "strolled", a near miss rather than a random piece; the stand-in for TinyBERT's GloVe neighbours that needs
-no download, only the embeddings of the model being distilled). Special tokens ([CLS], [SEP],
-<s>...) never move, so the sentence-pair structure and ``token_type_ids`` stay aligned; every segment keeps at least
-one piece, and no operation lengthens a row, so an augmented row is never empty nor longer than its source.
+(TinyBERT's augmentation, without the GloVe vectors and BERT MLM that its word substitutions download). Each copy of
+a row changes word pieces independently with small probabilities: replacement by a random piece of the tokenizer's
+own vocabulary, replacement by the mask token, deletion, a swap with the next piece and, opt-in, replacement by one of
+the piece's nearest neighbours in the model's own input-embedding table (``AugmentationRates.neighbour``: "walked"
+becomes "walks" or "strolled", a near miss rather than a random piece; the stand-in for TinyBERT's GloVe neighbours
+that needs no download, only the embeddings of the model being distilled). Special tokens ([CLS], [SEP], <s>...)
+never move, so the sentence-pair structure and ``token_type_ids`` stay aligned; every segment keeps at least one
+piece, and no operation lengthens a row, so an augmented row is never empty nor longer than its source.
 Everything is a function of ``seed``, the row index and the copy index.
 """
 
