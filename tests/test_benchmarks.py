@@ -320,6 +320,33 @@ def test_transfer_task_gives_another_tasks_training_text_without_labels(glue_ben
     assert glue_benchmark.transfer_dataset({}, None, Cli, 0, None) is None
 
 
+def test_augmented_transfer_data_substitutes_the_teachers_embedding_neighbours(glue_benchmark, tmp_path):
+    """--augment_rates with a neighbour rate: the run's teacher gives the embeddings; every substitute is one of the
+    teacher's nearest pieces, so another teacher (other embeddings) gives other copies from the same seed."""
+    from datasets import Dataset
+
+    from optimum_spd.augmentation import embedding_neighbours
+
+    tokenizer = tiny_tokenizer(str(tmp_path / "tokenizer"))
+    train = Dataset.from_dict(dict(tokenizer([" ".join(f"w{i + j}" for j in range(6)) for i in range(1, 40, 3)])))
+
+    class Cli:
+        augment_copies, augment_rates, transfer_task = 1, "delete=0,swap=0,mask=0,replace=0,neighbour=0.5", ""
+
+    teacher, other_teacher = tiny_model(seed=1), tiny_model(seed=2)
+    copies = glue_benchmark.transfer_dataset({"train": train}, tokenizer, Cli, 0, teacher)
+    table = embedding_neighbours(teacher.get_input_embeddings().weight, tokenizer, list(range(len(tokenizer))))
+    substituted = 0
+    for source, row in zip(train["input_ids"], copies["input_ids"]):
+        assert len(row) == len(source)
+        for before, after in zip(source, row):
+            substituted += before != after
+            assert before == after or after in table[before]
+    assert substituted > 10
+    other = glue_benchmark.transfer_dataset({"train": train}, tokenizer, Cli, 0, other_teacher)
+    assert list(other["input_ids"]) != list(copies["input_ids"])
+
+
 @pytest.mark.parametrize(
     "arguments, message",
     [

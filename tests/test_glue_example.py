@@ -147,11 +147,12 @@ def test_example_script_end_to_end(tmp_path):
         "true",
         "--num_pruning_events",
         "3",
-        # Transfer data: one augmented copy of each training row plus a file of unlabelled pairs.
+        # Transfer data: one augmented copy of each training row (embedding neighbours too: the example must hand
+        # the teacher's embeddings to the augmenter) plus a file of unlabelled pairs.
         "--augment_copies",
         "1",
         "--augment_rates",
-        "delete=0.05,swap=0.05",
+        "delete=0.05,swap=0.05,neighbour=0.1",
         "--transfer_file",
         str(tmp_path / "unlabelled.tsv"),
     ]
